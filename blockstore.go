@@ -1,0 +1,58 @@
+package dagwrap
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/filecoin-project/dagstore"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	format "github.com/ipfs/go-ipld-format"
+)
+
+// ClosableBlockstore is a read-only blockstore over one piece. Close releases
+// the shard; it must be called exactly once the caller is done, and further
+// calls are no-ops.
+type ClosableBlockstore interface {
+	dagstore.ReadBlockstore
+	io.Closer
+}
+
+// shardBlockstore ties a blockstore to the accessor it reads from, and
+// names the piece in read errors other than "not found".
+type shardBlockstore struct {
+	dagstore.ReadBlockstore
+	piece cid.Cid
+	acc   *dagstore.ShardAccessor
+	once  sync.Once
+	err   error
+}
+
+func (b *shardBlockstore) wrap(c cid.Cid, err error) error {
+	if err == nil || format.IsNotFound(err) {
+		return err
+	}
+	return fmt.Errorf("piece %s: block %s: %w", b.piece, c, err)
+}
+
+func (b *shardBlockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	blk, err := b.ReadBlockstore.Get(ctx, c)
+	return blk, b.wrap(c, err)
+}
+
+func (b *shardBlockstore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	n, err := b.ReadBlockstore.GetSize(ctx, c)
+	return n, b.wrap(c, err)
+}
+
+func (b *shardBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	ok, err := b.ReadBlockstore.Has(ctx, c)
+	return ok, b.wrap(c, err)
+}
+
+func (b *shardBlockstore) Close() error {
+	b.once.Do(func() { b.err = b.acc.Close() })
+	return b.err
+}

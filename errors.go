@@ -1,0 +1,39 @@
+package dagwrap
+
+import (
+	"errors"
+
+	"github.com/filecoin-project/dagstore"
+)
+
+var (
+	// ErrUndefinedCID is returned when a piece or block CID is cid.Undef.
+	ErrUndefinedCID = errors.New("undefined CID")
+
+	// ErrRootLocked is returned by New when another process or Wrapper
+	// already holds the root folder.
+	ErrRootLocked = errors.New("root folder is locked by another dagwrap instance")
+
+	// ErrNotStarted is returned by calls that need the dagstore running when
+	// Start has not been called (or failed).
+	ErrNotStarted = errors.New("dagwrap: not started")
+
+	// ErrClosed is returned by calls made after Close.
+	ErrClosed = errors.New("dagwrap: closed")
+
+	// ErrShardUnknown is returned for pieces the dagstore does not know. It
+	// is the dagstore's own sentinel, so errors.Is works with either name.
+	ErrShardUnknown = dagstore.ErrShardUnknown
+
+	// ErrShardExists is returned when registering a piece that is already
+	// registered. It is the dagstore's own sentinel.
+	ErrShardExists = dagstore.ErrShardExists
+
+	// ErrShardInUse is returned when destroying a shard that has open
+	// accessors or is being initialised.
+	ErrShardInUse = errors.New("shard in use")
+
+	// ErrBlockNotFound is returned by GetPiecesContainingBlock when no
+	// registered piece holds the block.
+	ErrBlockNotFound = errors.New("no piece holds the block")
+)

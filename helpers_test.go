@@ -1,0 +1,252 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/filecoin-project/dagstore/mount"
+	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/multiformats/go-multihash"
+)
+
+// fakeAPI is a MinerAPI serving real CAR files from disk. It counts
+// concurrent calls so tests can check the throttles.
+type fakeAPI struct {
+	random bool // readers support ReadAt and Seek
+
+	mu     sync.Mutex
+	pieces map[cid.Cid]string
+	sizes  map[cid.Cid]uint64 // as the deal says, whatever the file holds now
+	sealed map[cid.Cid]bool
+
+	startCalls atomic.Int32
+	startErr   error
+
+	calls    gauge // every call in flight
+	unseals  gauge // fetches of sealed pieces in flight
+	fetches  atomic.Int32
+	gate     chan struct{} // when set, fetches wait for it to close (or ctx)
+	fetchErr error
+}
+
+type gauge struct {
+	mu       sync.Mutex
+	cur, max int
+}
+
+func (g *gauge) enter() func() {
+	g.mu.Lock()
+	g.cur++
+	if g.cur > g.max {
+		g.max = g.cur
+	}
+	g.mu.Unlock()
+	return func() { g.mu.Lock(); g.cur--; g.mu.Unlock() }
+}
+
+func (g *gauge) peak() int { g.mu.Lock(); defer g.mu.Unlock(); return g.max }
+
+func newFakeAPI(random bool) *fakeAPI {
+	return &fakeAPI{random: random, pieces: map[cid.Cid]string{}, sizes: map[cid.Cid]uint64{}, sealed: map[cid.Cid]bool{}}
+}
+
+func (a *fakeAPI) RandomAccess() bool { return a.random }
+
+func (a *fakeAPI) Start(context.Context) error {
+	a.startCalls.Add(1)
+	return a.startErr
+}
+
+func (a *fakeAPI) path(pc cid.Cid) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.pieces[pc]
+	if !ok {
+		return "", errors.New("no such piece")
+	}
+	return p, nil
+}
+
+func (a *fakeAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
+	defer a.calls.enter()()
+	if _, err := a.path(pc); err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.sealed[pc], nil
+}
+
+func (a *fakeAPI) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
+	defer a.calls.enter()()
+	if _, err := a.path(pc); err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sizes[pc], nil
+}
+
+func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Reader, error) {
+	defer a.calls.enter()()
+	a.mu.Lock()
+	sealed := a.sealed[pc]
+	a.mu.Unlock()
+	if sealed {
+		defer a.unseals.enter()()
+	}
+	a.fetches.Add(1)
+	if a.gate != nil {
+		select {
+		case <-a.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if a.fetchErr != nil {
+		return nil, a.fetchErr
+	}
+	p, err := a.path(pc)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	if a.random {
+		return f, nil
+	}
+	return &seqReader{f}, nil
+}
+
+// seqReader is a sequential-only reader, as a remote API would give.
+type seqReader struct{ f *os.File }
+
+func (r *seqReader) Read(p []byte) (int, error)        { return r.f.Read(p) }
+func (r *seqReader) Close() error                      { return r.f.Close() }
+func (r *seqReader) ReadAt([]byte, int64) (int, error) { return 0, mount.ErrRandomAccessUnsupported }
+func (r *seqReader) Seek(int64, int) (int64, error)    { return 0, mount.ErrSeekUnsupported }
+
+// addPiece copies a CAR into dir, serves it, and returns its piece CID
+// (the CommP of its bytes).
+func (a *fakeAPI) addPiece(t testing.TB, src string) cid.Cid {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := pieceCID(t, b)
+	p := filepath.Join(t.TempDir(), filepath.Base(src))
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.pieces[pc] = p
+	a.sizes[pc] = uint64(len(b))
+	a.mu.Unlock()
+	return pc
+}
+
+func (a *fakeAPI) setSealed(pc cid.Cid, sealed bool) {
+	a.mu.Lock()
+	a.sealed[pc] = sealed
+	a.mu.Unlock()
+}
+
+func pieceCID(t testing.TB, data []byte) cid.Cid {
+	t.Helper()
+	var cp commp.Calc
+	if _, err := cp.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	digest, _, err := cp.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh)
+}
+
+// carBlocks reads every block of a CAR (zero padding ends it).
+func carBlocks(t testing.TB, path string) []blocks.Block {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []blocks.Block
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+}
+
+// openWrapper opens and starts a Wrapper on root; Close runs at cleanup.
+func openWrapper(t testing.TB, root string, api MinerAPI, cfg ...Config) *Wrapper {
+	t.Helper()
+	c := Config{}
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	c.RootDir = root
+	w, err := New(c, api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	return len(ents)
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline. Only for conditions with no event to wait on.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}

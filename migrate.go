@@ -1,0 +1,172 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+)
+
+// Deal is what the migration needs to know of a storage deal.
+type Deal struct {
+	DealID    uint64
+	PieceCID  cid.Cid
+	HandedOff bool // true once the deal has been handed to the sealing subsystem
+}
+
+// MigrateDeals registers every handed-off deal's piece as a lazily
+// initialised shard, once per root. It returns (false, nil) if the migration
+// marker exists, and (true, nil) once every registration succeeded (a piece
+// already registered counts as done) and the marker is durably written. If
+// any registration failed, the failures are logged with deal and piece, the
+// error names them, and no marker is written: the next call migrates again.
+func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) {
+	done, err := w.begin()
+	if err != nil {
+		return false, fmt.Errorf("migrate deals: %w", err)
+	}
+	defer done()
+	if ok, err := markerExists(w.cfg.RootDir); err != nil || ok {
+		return false, err
+	}
+
+	// One registration per piece; several deals may share one.
+	dealsOf := make(map[shard.Key][]Deal)
+	var order []cid.Cid
+	var failed []error
+	for _, d := range deals {
+		if !d.HandedOff {
+			continue
+		}
+		if !d.PieceCID.Defined() {
+			failed = append(failed, fmt.Errorf("deal %d: piece CID: %w", d.DealID, ErrUndefinedCID))
+			continue
+		}
+		k := shard.KeyFromCID(d.PieceCID)
+		if _, seen := dealsOf[k]; !seen {
+			order = append(order, d.PieceCID)
+		}
+		dealsOf[k] = append(dealsOf[k], d)
+	}
+	log.Infow("migrating deals to the dagstore", "deals", len(deals), "pieces", len(order))
+	start := time.Now()
+
+	// Registrations are queued by one goroutine while this one collects
+	// their results from a buffered channel.
+	results := make(chan dagstore.ShardResult, 1024)
+	queued := make(chan queueOutcome, 1)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		queued <- w.queueMigrations(ctx, order, results)
+	}()
+
+	expected, received := -1, 0
+	for expected != received {
+		select {
+		case q := <-queued:
+			expected = q.queued
+			for _, e := range q.failed {
+				failed = append(failed, w.dealFailures(dealsOf[e.key], e.err)...)
+			}
+		case r := <-results:
+			received++
+			if r.Error != nil {
+				failed = append(failed, w.dealFailures(dealsOf[r.Key], r.Error)...)
+			}
+		case <-ctx.Done():
+			w.drainMigration(results, queued, expected, received)
+			return false, fmt.Errorf("migrate deals: %w", ctx.Err())
+		case <-w.ctx.Done():
+			w.drainMigration(results, queued, expected, received)
+			return false, fmt.Errorf("migrate deals: %w", ErrClosed)
+		}
+	}
+	if len(failed) > 0 {
+		return false, fmt.Errorf("migrate deals: %d of %d handed-off deals failed: %w", len(failed), len(deals), errors.Join(failed...))
+	}
+	content := fmt.Sprintf("migrated %d pieces at %s\n", len(order), time.Now().UTC().Format(time.RFC3339))
+	if err := writeMarker(w.cfg.RootDir, []byte(content)); err != nil {
+		return false, fmt.Errorf("migrate deals: %w", err)
+	}
+	log.Infow("deal migration complete", "pieces", len(order), "took", time.Since(start))
+	return true, nil
+}
+
+type queueOutcome struct {
+	queued int // registrations the dagstore accepted: one result each
+	failed []keyErr
+}
+
+type keyErr struct {
+	key shard.Key
+	err error
+}
+
+// queueMigrations queues a lazy registration per piece, until ctx ends.
+func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results chan dagstore.ShardResult) queueOutcome {
+	var out queueOutcome
+	for _, pc := range pieces {
+		if ctx.Err() != nil || w.ctx.Err() != nil {
+			break
+		}
+		switch err := w.queueMigration(pc, results); {
+		case err == nil:
+			out.queued++
+		case errors.Is(err, ErrShardExists):
+			// registered before: done
+		default:
+			out.failed = append(out.failed, keyErr{shard.KeyFromCID(pc), err})
+		}
+	}
+	return out
+}
+
+// queueMigration queues one lazy registration whose result goes to results.
+func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardResult) error {
+	key := shard.KeyFromCID(pieceCid)
+	unlock := w.pieces.lock(key)
+	defer unlock()
+	if _, err := w.dagst.GetShardInfo(key); err == nil {
+		return ErrShardExists
+	}
+	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
+	err := w.dagst.RegisterShard(w.ctx, key, mnt, results, dagstore.RegisterOpts{LazyInitialization: true})
+	if err != nil {
+		return fmt.Errorf("register piece %s: %w", pieceCid, err)
+	}
+	return nil
+}
+
+// dealFailures logs and returns one error per deal of a failed piece.
+func (w *Wrapper) dealFailures(deals []Deal, err error) []error {
+	out := make([]error, 0, len(deals))
+	for _, d := range deals {
+		log.Errorw("deal migration failed", "deal", d.DealID, "piece", d.PieceCID, "error", err)
+		out = append(out, fmt.Errorf("deal %d piece %s: %w", d.DealID, d.PieceCID, err))
+	}
+	return out
+}
+
+// drainMigration keeps consuming registration results after MigrateDeals
+// gave up: the dagstore's dispatcher would block on a full results buffer.
+func (w *Wrapper) drainMigration(results <-chan dagstore.ShardResult, queued <-chan queueOutcome, expected, received int) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for expected != received {
+			select {
+			case q := <-queued:
+				expected = q.queued
+			case <-results:
+				received++
+			case <-w.dagstClosed:
+				return
+			}
+		}
+	}()
+}

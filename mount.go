@@ -1,0 +1,282 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"io"
+	"fmt"
+	"net/url"
+	"os"
+	"sync"
+
+	"github.com/filecoin-project/dagstore/mount"
+	"github.com/filecoin-project/dagstore/throttle"
+	"github.com/ipfs/go-cid"
+)
+
+// MountScheme is the URL scheme of piece mounts. It is the one Lotus's
+// dagstore wrapper used, so shard records written by Lotus open unchanged.
+const MountScheme = "lotus"
+
+// MinerAPI is what the node provides: access to unsealed pieces.
+//
+// FetchUnsealedPiece returns the unsealed piece: a CARv1 followed by zero
+// padding. GetUnpaddedCARSize and IsUnsealed answer from storage metadata.
+// Start is called once by Wrapper.Start; calls made before it wait for it.
+type MinerAPI interface {
+	FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mount.Reader, error)
+	GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (uint64, error)
+	IsUnsealed(ctx context.Context, pieceCid cid.Cid) (bool, error)
+	Start(ctx context.Context) error
+}
+
+// RandomAccessMinerAPI is a MinerAPI whose readers support ReadAt and Seek.
+// For such an API the dagstore indexes and serves pieces straight from the
+// reader, with no transient copy.
+type RandomAccessMinerAPI interface {
+	MinerAPI
+	// RandomAccess reports whether readers from FetchUnsealedPiece support ReadAt and Seek.
+	RandomAccess() bool
+}
+
+// isRandomAccess reports whether api declares random-access readers.
+func isRandomAccess(api MinerAPI) bool {
+	ra, ok := api.(RandomAccessMinerAPI)
+	return ok && ra.RandomAccess()
+}
+
+// gatedAPI decorates the node's MinerAPI: every call waits until Start has
+// run, storage calls are bounded, and fetches of pieces that must be unsealed
+// first are bounded separately.
+type gatedAPI struct {
+	inner   MinerAPI
+	storage throttle.Throttler
+	unseal  throttle.Throttler
+
+	startOnce sync.Once
+	ready     chan struct{} // closed once inner.Start returned
+	startErr  error         // set before ready is closed
+}
+
+func newGatedAPI(inner MinerAPI, storageCalls, unseals int) *gatedAPI {
+	return &gatedAPI{
+		inner:   inner,
+		storage: throttle.Fixed(storageCalls),
+		unseal:  throttle.Fixed(unseals),
+		ready:   make(chan struct{}),
+	}
+}
+
+// Start starts the node's API once; later calls return the first result.
+func (a *gatedAPI) Start(ctx context.Context) error {
+	a.startOnce.Do(func() {
+		a.startErr = a.inner.Start(ctx)
+		close(a.ready)
+	})
+	<-a.ready
+	return a.startErr
+}
+
+func (a *gatedAPI) wait(ctx context.Context) error {
+	select {
+	case <-a.ready:
+		if a.startErr != nil {
+			return fmt.Errorf("miner API failed to start: %w", a.startErr)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for miner API to start: %w", ctx.Err())
+	}
+}
+
+func (a *gatedAPI) IsUnsealed(ctx context.Context, pieceCid cid.Cid) (bool, error) {
+	if err := a.wait(ctx); err != nil {
+		return false, err
+	}
+	var ok bool
+	err := a.storage.Do(ctx, func(ctx context.Context) (err error) {
+		ok, err = a.inner.IsUnsealed(ctx, pieceCid)
+		return err
+	})
+	return ok, err
+}
+
+func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (uint64, error) {
+	if err := a.wait(ctx); err != nil {
+		return 0, err
+	}
+	var size uint64
+	err := a.storage.Do(ctx, func(ctx context.Context) (err error) {
+		size, err = a.inner.GetUnpaddedCARSize(ctx, pieceCid)
+		return err
+	})
+	return size, err
+}
+
+func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mount.Reader, error) {
+	unsealed, err := a.IsUnsealed(ctx, pieceCid)
+	if err != nil {
+		return nil, fmt.Errorf("check whether piece is unsealed: %w", err)
+	}
+	var r mount.Reader
+	fetch := func(ctx context.Context) error {
+		return a.storage.Do(ctx, func(ctx context.Context) (err error) {
+			r, err = a.inner.FetchUnsealedPiece(ctx, pieceCid)
+			return err
+		})
+	}
+	if unsealed {
+		err = fetch(ctx)
+	} else {
+		// Unsealing takes minutes and a lot of CPU: bound it on its own.
+		err = a.unseal.Do(ctx, fetch)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// RandomAccess forwards the node API's declaration.
+func (a *gatedAPI) RandomAccess() bool { return isRandomAccess(a.inner) }
+
+var _ RandomAccessMinerAPI = (*gatedAPI)(nil)
+
+// pieceMount is the dagstore mount of one piece, read through the MinerAPI.
+//
+// The mount registry revives mounts after a restart by copying the exported
+// fields of the registered template and calling Deserialize, so everything a
+// revived mount needs travels in API and PieceCid.
+type pieceMount struct {
+	API      MinerAPI
+	PieceCid cid.Cid
+
+	// localPath is a CAR on local disk given at registration; it is read
+	// instead of the API while it exists. It is deliberately unexported: it
+	// belongs to this process only, and a revived mount reads the API.
+	localPath string
+}
+
+var _ mount.Mount = (*pieceMount)(nil)
+
+func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {
+	if m.localPath != "" {
+		if f, err := os.Open(m.localPath); err == nil {
+			return f, nil
+		}
+	}
+	if m.API == nil {
+		return nil, fmt.Errorf("piece %s: mount has no miner API", m.PieceCid)
+	}
+	r, err := m.API.FetchUnsealedPiece(ctx, m.PieceCid)
+	if err != nil {
+		return nil, fmt.Errorf("piece %s: fetch unsealed piece: %w", m.PieceCid, err)
+	}
+	if r == nil {
+		return nil, fmt.Errorf("piece %s: miner API returned no reader", m.PieceCid)
+	}
+	// The dagstore drops a reader fetched under a cancelled context without
+	// closing it; close it here instead of leaking the descriptor.
+	if err := ctx.Err(); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
+	}
+	checked, err := m.checkSize(ctx, r)
+	if err != nil {
+		_ = r.Close()
+		return nil, err
+	}
+	return checked, nil
+}
+
+// checkSize makes a piece shorter than the API says it is an error, instead
+// of an index that points past the end of the data: a file is checked now,
+// a stream when it ends. Files are returned as they are, so that the
+// dagstore can memory-map them.
+func (m *pieceMount) checkSize(ctx context.Context, r mount.Reader) (mount.Reader, error) {
+	size, err := m.API.GetUnpaddedCARSize(ctx, m.PieceCid)
+	if err != nil {
+		return nil, fmt.Errorf("piece %s: get unpadded size: %w", m.PieceCid, err)
+	}
+	if size == 0 {
+		return r, nil
+	}
+	if f, ok := r.(*os.File); ok {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("piece %s: stat: %w", m.PieceCid, err)
+		}
+		if uint64(st.Size()) < size {
+			return nil, fmt.Errorf("piece %s is truncated: %d of %d bytes", m.PieceCid, st.Size(), size)
+		}
+		return f, nil
+	}
+	return &sizedReader{Reader: r, piece: m.PieceCid, want: size}, nil
+}
+
+// sizedReader fails a stream that ends before the piece's size.
+type sizedReader struct {
+	mount.Reader
+	piece cid.Cid
+	want  uint64
+	read  uint64
+}
+
+func (s *sizedReader) Read(p []byte) (int, error) {
+	n, err := s.Reader.Read(p)
+	s.read += uint64(n)
+	if errors.Is(err, io.EOF) && s.read < s.want {
+		return n, fmt.Errorf("piece %s is truncated: %d of %d bytes: %w", s.piece, s.read, s.want, io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+// Info declares random access only when the API does. A local CAR alone is
+// not enough: once the node deletes it, reads fall back to the API.
+func (m *pieceMount) Info() mount.Info {
+	ra := m.API != nil && isRandomAccess(m.API)
+	return mount.Info{
+		Kind:             mount.KindRemote,
+		AccessSequential: true,
+		AccessSeek:       ra,
+		AccessRandom:     ra,
+	}
+}
+
+func (m *pieceMount) Stat(ctx context.Context) (mount.Stat, error) {
+	if m.API == nil {
+		return mount.Stat{}, fmt.Errorf("piece %s: mount has no miner API", m.PieceCid)
+	}
+	size, err := m.API.GetUnpaddedCARSize(ctx, m.PieceCid)
+	if err != nil {
+		return mount.Stat{}, fmt.Errorf("piece %s: get unpadded CAR size: %w", m.PieceCid, err)
+	}
+	unsealed, err := m.API.IsUnsealed(ctx, m.PieceCid)
+	if err != nil {
+		return mount.Stat{}, fmt.Errorf("piece %s: check unsealed: %w", m.PieceCid, err)
+	}
+	return mount.Stat{Exists: true, Size: int64(size), Ready: unsealed}, nil
+}
+
+// Serialize returns lotus://<piece CID>; the registry sets the scheme.
+func (m *pieceMount) Serialize() *url.URL {
+	return &url.URL{Host: m.PieceCid.String()}
+}
+
+// Deserialize reads the piece CID from the URL host.
+func (m *pieceMount) Deserialize(u *url.URL) error {
+	if u == nil {
+		return fmt.Errorf("malformed mount URL: nil")
+	}
+	if u.Host == "" {
+		return fmt.Errorf("malformed mount URL %q: no piece CID in host", u.String())
+	}
+	c, err := cid.Decode(u.Host)
+	if err != nil {
+		return fmt.Errorf("malformed mount URL %q: piece CID: %w", u.String(), err)
+	}
+	m.PieceCid = c
+	return nil
+}
+
+func (m *pieceMount) Close() error { return nil }

@@ -1,0 +1,161 @@
+package dagwrap
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	carindex "github.com/ipld/go-car/v2/index"
+)
+
+// prepareRecords checks the persisted shard records before the dagstore
+// restores them. The dagstore silently skips a record it cannot revive; here
+// it is logged with its piece and URL and kept for ShardInfo and ListShards.
+// A shard persisted mid-recovery would stay "recovering" forever, so it is
+// reset to errored, to be recovered on its next acquire.
+func (w *Wrapper) prepareRecords(ctx context.Context) error {
+	prefix := dagstore.StoreNamespace.String()
+	res, err := w.store.Query(ctx, query.Query{Prefix: prefix})
+	if err != nil {
+		return fmt.Errorf("read shard records: %w", err)
+	}
+	defer res.Close()
+	w.badRecords = make(map[shard.Key]error)
+	for r, ok := res.NextSync(); ok; r, ok = res.NextSync() {
+		if r.Error != nil {
+			return fmt.Errorf("read shard records: %w", r.Error)
+		}
+		key := shard.KeyFromString(strings.TrimPrefix(r.Key, prefix+"/"))
+		var ps dagstore.PersistedShard
+		if err := json.Unmarshal(r.Value, &ps); err != nil {
+			w.badRecord(key, fmt.Errorf("shard record is not valid JSON: %w", err))
+			continue
+		}
+		if err := checkMountURL(ps.URL); err != nil {
+			w.badRecord(key, err)
+			continue
+		}
+		if ps.State == dagstore.ShardStateRecovering {
+			ps.State = dagstore.ShardStateErrored
+			ps.Error = "recovery interrupted by a restart"
+			b, err := json.Marshal(ps)
+			if err == nil {
+				err = w.store.Put(ctx, ds.RawKey(r.Key), b)
+			}
+			if err != nil {
+				return fmt.Errorf("piece %s: reset interrupted recovery: %w", key, err)
+			}
+			log.Infow("shard was recovering at shutdown; it will recover on next acquire", "piece", key)
+		}
+	}
+	return nil
+}
+
+func (w *Wrapper) badRecord(key shard.Key, err error) {
+	err = fmt.Errorf("piece %s: shard record cannot be restored: %w", key, err)
+	log.Errorw("skipping shard record", "piece", key, "error", err)
+	w.badRecords[key] = err
+}
+
+// checkMountURL reports whether a persisted mount URL revives a piece mount.
+func checkMountURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("malformed mount URL %q: %w", s, err)
+	}
+	if u.Scheme != MountScheme {
+		return fmt.Errorf("malformed mount URL %q: scheme is not %q", s, MountScheme)
+	}
+	return (&pieceMount{}).Deserialize(u)
+}
+
+// reconcile brings the top-level index in line with the shard indexes after
+// a crash or on a root written by Lotus. It re-adds the entries of every
+// indexed piece not marked complete (a crash mid-insert, or a Lotus root whose
+// stock index is being rebuilt: resumable, as completion is per piece),
+// finishes interrupted destroys, and drops the stock index once the rebuild
+// is done. It runs in the background; lookups read the stock index meanwhile.
+func (w *Wrapper) reconcile(ctx context.Context) error {
+	if err := w.tli.detectLegacy(ctx); err != nil {
+		return err
+	}
+	complete, err := w.tli.completeShards(ctx)
+	if err != nil {
+		return err
+	}
+	var indexed []shard.Key
+	if err := w.irepo.ForEach(func(k shard.Key) (bool, error) {
+		indexed = append(indexed, k)
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("list shard indexes: %w", err)
+	}
+	hasIndex := make(map[shard.Key]bool, len(indexed))
+	rebuilt := 0
+	for _, k := range indexed {
+		hasIndex[k] = true
+		if _, ok := complete[k]; ok && w.known(k) {
+			continue
+		}
+		if err := w.reconcilePiece(ctx, k); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Errorw("reconciling piece failed", "piece", k, "error", err)
+			continue
+		}
+		rebuilt++
+	}
+	for k := range complete {
+		if !hasIndex[k] && !w.known(k) {
+			if err := w.reconcilePiece(ctx, k); err != nil {
+				log.Errorw("reconciling piece failed", "piece", k, "error", err)
+			}
+		}
+	}
+	if rebuilt > 0 {
+		log.Infow("top-level index reconciled", "pieces", rebuilt)
+	}
+	if w.tli.legacy.Load() {
+		if err := w.tli.dropLegacy(ctx); err != nil {
+			return err
+		}
+		log.Infow("top-level index rebuilt from the shard indexes; the stock index was removed")
+	}
+	return nil
+}
+
+// known reports whether the dagstore has the shard, in memory or on disk (a
+// record it could not revive still belongs to a shard).
+func (w *Wrapper) known(k shard.Key) bool {
+	if _, err := w.dagst.GetShardInfo(k); err == nil {
+		return true
+	}
+	_, bad := w.badRecords[k]
+	return bad
+}
+
+func (w *Wrapper) reconcilePiece(ctx context.Context, k shard.Key) error {
+	unlock := w.pieces.lock(k)
+	defer unlock()
+	if !w.known(k) {
+		log.Infow("removing what an interrupted destroy left behind", "piece", k)
+		return w.purge(ctx, k)
+	}
+	idx, err := w.irepo.GetFullIndex(k)
+	if err != nil {
+		return fmt.Errorf("read index: %w", err)
+	}
+	it, ok := idx.(carindex.IterableIndex)
+	if !ok {
+		return errors.New("index is not iterable")
+	}
+	return w.tli.AddMultihashesForShard(ctx, indexMultihashes{it}, k)
+}

@@ -1,0 +1,731 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/index"
+	"github.com/filecoin-project/dagstore/mount"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	levelds "github.com/ipfs/go-ds-leveldb"
+	measure "github.com/ipfs/go-ds-measure"
+	logging "github.com/ipfs/go-log/v2"
+	carindex "github.com/ipld/go-car/v2/index"
+	"github.com/multiformats/go-multihash"
+	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
+)
+
+var (
+	log      = logging.Logger("dagwrap")
+	traceLog = logging.Logger("dagstore")
+)
+
+// Defaults applied to zero (or negative) Config fields.
+const (
+	DefaultMaxConcurrentIndex         = 5
+	DefaultMaxConcurrencyStorageCalls = 100
+	DefaultMaxConcurrentUnseals       = 5
+	DefaultGCInterval                 = time.Minute
+)
+
+// Folder and file names under Config.RootDir.
+const (
+	datastoreDir  = "datastore"
+	indexDir      = "index"
+	transientsDir = "transients"
+	lockName      = ".lock"
+)
+
+// Config configures a Wrapper. Only RootDir is required; zero values of the
+// other fields mean their defaults.
+type Config struct {
+	RootDir                    string        // required: holds datastore/, index/, transients/ and the migration marker
+	MaxConcurrentIndex         int           // indexing jobs at once; 0 means the default, 5
+	MaxConcurrentReadyFetches  int           // fetches at once of pieces that are ready (unsealed); 0 = unlimited
+	MaxConcurrencyStorageCalls int           // MinerAPI calls at once; 0 means the default, 100
+	MaxConcurrentUnseals       int           // fetches at once of pieces that must be unsealed first; 0 means the default, 5
+	GCInterval                 time.Duration // 0 means the default, 1 minute
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxConcurrentIndex <= 0 {
+		c.MaxConcurrentIndex = DefaultMaxConcurrentIndex
+	}
+	if c.MaxConcurrentReadyFetches < 0 {
+		c.MaxConcurrentReadyFetches = 0
+	}
+	if c.MaxConcurrencyStorageCalls <= 0 {
+		c.MaxConcurrencyStorageCalls = DefaultMaxConcurrencyStorageCalls
+	}
+	if c.MaxConcurrentUnseals <= 0 {
+		c.MaxConcurrentUnseals = DefaultMaxConcurrentUnseals
+	}
+	if c.GCInterval <= 0 {
+		c.GCInterval = DefaultGCInterval
+	}
+	return c
+}
+
+// ShardInfo describes one piece's shard.
+type ShardInfo struct {
+	PieceCID cid.Cid
+	State    dagstore.ShardState
+	Error    error
+}
+
+type lifecycle int
+
+const (
+	created lifecycle = iota
+	started
+	closed
+)
+
+// Wrapper owns one dagstore instance and everything it keeps under RootDir.
+// Its methods are safe for concurrent use.
+type Wrapper struct {
+	cfg   Config
+	api   *gatedAPI
+	lock  *os.File
+	store ds.Batching
+	irepo *index.FSIndexRepo
+	tli   *topIndex
+	dagst *dagstore.DAGStore
+
+	traceCh   chan dagstore.Trace
+	failureCh chan dagstore.ShardResult
+
+	// ctx bounds every dagstore operation the wrapper starts; Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// dagstClosed is closed once the dagstore's event loop has exited, which
+	// is when the trace and failure channels may stop being drained.
+	dagstClosed chan struct{}
+	wg          sync.WaitGroup
+
+	mu    sync.Mutex
+	state lifecycle
+	// ops is held shared by every call in flight and exclusively by Close,
+	// so nothing touches the dagstore or the datastore after they close.
+	ops sync.RWMutex
+
+	pieces pieceLocks
+
+	// reconciled is closed when the start-up reconciliation has finished.
+	reconciled chan struct{}
+
+	// badRecords holds shard records that could not be restored, so that
+	// operators see them instead of a silent skip.
+	badRecords map[shard.Key]error
+}
+
+// New opens (creating if needed) the dagstore root in cfg.RootDir. It takes
+// the root's lock: a root held by another process or Wrapper is an error
+// wrapping ErrRootLocked. Nothing runs until Start.
+func New(cfg Config, api MinerAPI) (*Wrapper, error) {
+	if cfg.RootDir == "" {
+		return nil, errors.New("dagwrap: Config.RootDir is required")
+	}
+	if api == nil {
+		return nil, errors.New("dagwrap: a MinerAPI is required")
+	}
+	cfg = cfg.withDefaults()
+	root, err := filepath.Abs(cfg.RootDir)
+	if err != nil {
+		return nil, fmt.Errorf("dagwrap: root %s: %w", cfg.RootDir, err)
+	}
+	cfg.RootDir = root
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("dagwrap: create root %s: %w", root, err)
+	}
+	lock, err := lockRoot(filepath.Join(root, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("dagwrap: %w", err)
+	}
+	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
+	if err := w.open(api); err != nil {
+		if w.store != nil {
+			_ = w.store.Close()
+		}
+		_ = lock.Close()
+		return nil, fmt.Errorf("dagwrap: open root %s: %w", root, err)
+	}
+	return w, nil
+}
+
+func (w *Wrapper) open(api MinerAPI) error {
+	root := w.cfg.RootDir
+	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{
+		Compression: ldbopts.NoCompression,
+		NoSync:      false,
+		Strict:      ldbopts.StrictAll,
+	})
+	if err != nil {
+		return fmt.Errorf("open shard-state datastore: %w", err)
+	}
+	w.store = measure.New("dagwrap.datastore", ldb)
+
+	if w.irepo, err = index.NewFSRepo(filepath.Join(root, indexDir)); err != nil {
+		return fmt.Errorf("open index repo: %w", err)
+	}
+	w.tli = newTopIndex(w.store)
+	w.api = newGatedAPI(api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
+
+	registry := mount.NewRegistry()
+	if err := registry.Register(MountScheme, &pieceMount{API: w.api}); err != nil {
+		return fmt.Errorf("register mount: %w", err)
+	}
+	// Buffered so a burst of events does not stall the event loop while the
+	// drains log them; the drains keep running until the dagstore has closed.
+	w.traceCh = make(chan dagstore.Trace, 128)
+	w.failureCh = make(chan dagstore.ShardResult, 128)
+	w.dagst, err = dagstore.NewDAGStore(dagstore.Config{
+		TransientsDir:             filepath.Join(root, transientsDir),
+		IndexRepo:                 w.irepo,
+		TopLevelIndex:             w.tli,
+		Datastore:                 w.store,
+		MountRegistry:             registry,
+		TraceCh:                   w.traceCh,
+		FailureCh:                 w.failureCh,
+		MaxConcurrentIndex:        w.cfg.MaxConcurrentIndex,
+		MaxConcurrentReadyFetches: w.cfg.MaxConcurrentReadyFetches,
+		RecoverOnStart:            dagstore.RecoverOnAcquire,
+	})
+	if err != nil {
+		return fmt.Errorf("create dagstore: %w", err)
+	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	return nil
+}
+
+// Start starts the MinerAPI, restores shard state and starts the dagstore
+// with its GC, trace and recovery goroutines. Close stops them all.
+func (w *Wrapper) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.state {
+	case started:
+		return errors.New("dagwrap: already started")
+	case closed:
+		return ErrClosed
+	}
+	if err := w.api.Start(ctx); err != nil {
+		return fmt.Errorf("dagwrap: start miner API: %w", err)
+	}
+	if err := w.prepareRecords(ctx); err != nil {
+		return fmt.Errorf("dagwrap: %w", err)
+	}
+	// The drains must run before the dagstore starts: restoring queues work
+	// whose events would otherwise block the event loop, and Start with it.
+	w.wg.Add(4)
+	go w.traceLoop()
+	recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
+	go w.recoveryLoop(recoverCh, recovered)
+	go w.recoverWorker(recoverCh, recovered)
+	go w.gcLoop()
+	w.state = started
+	if err := w.dagst.Start(ctx); err != nil {
+		return fmt.Errorf("dagwrap: start dagstore: %w", err)
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer close(w.reconciled)
+		if err := w.reconcile(w.ctx); err != nil && w.ctx.Err() == nil {
+			log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Close stops the background goroutines and the dagstore, then closes the
+// datastore and releases the root. It returns once every goroutine the
+// Wrapper started has exited. Close is safe before Start and more than once.
+func (w *Wrapper) Close() error {
+	w.mu.Lock()
+	if w.state == closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.state = closed
+	w.mu.Unlock()
+
+	w.cancel()   // wakes callers waiting on results, stops GC and recovery
+	w.ops.Lock() // waits for calls in flight to return
+	defer w.ops.Unlock()
+	errs := []error{w.dagst.Close()}
+	close(w.dagstClosed)
+	w.wg.Wait()
+	errs = append(errs, w.store.Close(), w.lock.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dagwrap: close: %w", err)
+	}
+	return nil
+}
+
+// begin marks a call in flight; the returned func ends it.
+func (w *Wrapper) begin() (func(), error) {
+	w.ops.RLock()
+	w.mu.Lock()
+	st := w.state
+	w.mu.Unlock()
+	switch st {
+	case created:
+		w.ops.RUnlock()
+		return nil, ErrNotStarted
+	case closed:
+		w.ops.RUnlock()
+		return nil, ErrClosed
+	}
+	return w.ops.RUnlock, nil
+}
+
+func checkCID(what string, c cid.Cid) error {
+	if !c.Defined() {
+		return fmt.Errorf("%s CID: %w", what, ErrUndefinedCID)
+	}
+	return nil
+}
+
+// wait returns the first result on ch, unless ctx or the wrapper ends first.
+func (w *Wrapper) wait(ctx context.Context, ch <-chan dagstore.ShardResult) (dagstore.ShardResult, error) {
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-ctx.Done():
+		return dagstore.ShardResult{}, ctx.Err()
+	case <-w.ctx.Done():
+		return dagstore.ShardResult{}, ErrClosed
+	}
+}
+
+// closeLate closes the accessor that will arrive on ch after its caller gave
+// up waiting: results land in ch's buffer whether or not anyone listens.
+func (w *Wrapper) closeLate(ch <-chan dagstore.ShardResult) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		select {
+		case res := <-ch:
+			closeAccessor(res)
+		case <-w.dagstClosed:
+			select {
+			case res := <-ch:
+				closeAccessor(res)
+			default:
+			}
+		}
+	}()
+}
+
+func closeAccessor(res dagstore.ShardResult) {
+	if res.Accessor != nil {
+		if err := res.Accessor.Close(); err != nil {
+			log.Warnw("closing an accessor nobody waited for", "piece", res.Key, "error", err)
+		}
+	}
+}
+
+// forward delivers the result arriving on ch to the caller's resch, giving up
+// when ctx ends. The dagstore delivers into ch's buffer, so a slow or absent
+// reader of resch never stalls the dagstore's dispatcher.
+func (w *Wrapper) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagstore.ShardResult, resch chan dagstore.ShardResult) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		var res dagstore.ShardResult
+		select {
+		case res = <-ch:
+		case <-w.dagstClosed:
+			return
+		}
+		if res.Error != nil {
+			res.Error = fmt.Errorf("piece %s: %w", pieceCid, res.Error)
+		}
+		if resch == nil {
+			return
+		}
+		select {
+		case resch <- res:
+		case <-ctx.Done():
+		case <-w.dagstClosed:
+		}
+	}()
+}
+
+// RegisterShard registers the piece as a shard. With a carPath, the CAR on
+// local disk is read instead of the MinerAPI while it exists (it is never
+// modified or deleted). With eagerInit the piece is fetched and indexed now,
+// otherwise on first load. The result arrives on resch (which may be nil);
+// ctx bounds only the delivery of that result, not the registration.
+func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool, resch chan dagstore.ShardResult) error {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return fmt.Errorf("register piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	ch, err := w.submitRegister(pieceCid, carPath, eagerInit)
+	if err != nil {
+		return err
+	}
+	w.forward(ctx, pieceCid, ch, resch)
+	return nil
+}
+
+// RegisterShardSync is RegisterShard that waits for the result. A piece
+// that is already registered returns an error wrapping ErrShardExists.
+func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return fmt.Errorf("register piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	return w.registerSync(ctx, pieceCid, carPath, eagerInit)
+}
+
+func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {
+	ch, err := w.submitRegister(pieceCid, carPath, eagerInit)
+	if err != nil {
+		return err
+	}
+	res, err := w.wait(ctx, ch)
+	if err == nil {
+		err = res.Error
+	}
+	if err != nil {
+		return fmt.Errorf("register piece %s: %w", pieceCid, err)
+	}
+	return nil
+}
+
+// submitRegister queues the registration and returns the channel its result
+// will arrive on.
+func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit bool) (<-chan dagstore.ShardResult, error) {
+	key := shard.KeyFromCID(pieceCid)
+	unlock := w.pieces.lock(key)
+	defer unlock()
+	if _, err := w.dagst.GetShardInfo(key); err == nil {
+		return nil, fmt.Errorf("register piece %s: %w", pieceCid, ErrShardExists)
+	}
+	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
+	opts := dagstore.RegisterOpts{LazyInitialization: !eagerInit}
+	if carPath != "" {
+		abs, err := filepath.Abs(carPath)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("register piece %s: CAR file: %w", pieceCid, err)
+		}
+		mnt.localPath = abs
+		if !isRandomAccess(w.api) {
+			opts.ExistingTransient = w.linkTransient(key, abs)
+		}
+	}
+	ch := make(chan dagstore.ShardResult, 1)
+	if err := w.dagst.RegisterShard(w.ctx, key, mnt, ch, opts); err != nil {
+		return nil, fmt.Errorf("register piece %s: %w", pieceCid, err)
+	}
+	return ch, nil
+}
+
+// linkTransient hard-links a local CAR into the transients folder, so that
+// a sequential-only mount serves it without a copy. The dagstore deletes
+// transients on GC: it must only ever delete our link, never the caller's
+// file, which is why the CAR itself is never handed over as the transient.
+// It returns "" when linking is not possible (another filesystem, say).
+func (w *Wrapper) linkTransient(key shard.Key, carPath string) string {
+	p := transientPath(w.cfg.RootDir, key)
+	if err := os.Link(carPath, p); err != nil {
+		log.Debugw("cannot hard-link CAR into transients; it will be copied on first fetch", "piece", key, "error", err)
+		return ""
+	}
+	return p
+}
+
+// transientPath is where the dagstore's mount upgrader keeps a piece's copy.
+func transientPath(root string, key shard.Key) string {
+	return filepath.Join(root, transientsDir, "transient-"+key.String()+".complete")
+}
+
+// LoadShard returns a read-only blockstore over the piece. A piece the
+// dagstore does not know is registered (lazily) and then loaded. Close the
+// blockstore to release the shard. If ctx ends first, LoadShard returns its
+// error and the accessor that arrives later is closed.
+func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return nil, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
+	}
+	defer done()
+
+	key := shard.KeyFromCID(pieceCid)
+	ch := make(chan dagstore.ShardResult, 1)
+	// Acquire under the wrapper's context, not the caller's: the dagstore
+	// drops (without closing) a reader fetched under a cancelled context.
+	err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
+	if errors.Is(err, dagstore.ErrShardUnknown) {
+		log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
+		if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
+			return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
+		}
+		err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load piece %s: acquire shard: %w", pieceCid, err)
+	}
+	res, err := w.wait(ctx, ch)
+	if err != nil {
+		w.closeLate(ch)
+		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
+	}
+	if res.Error != nil {
+		closeAccessor(res)
+		return nil, fmt.Errorf("load piece %s: %w", pieceCid, res.Error)
+	}
+	bs, err := res.Accessor.Blockstore()
+	if err != nil {
+		closeAccessor(res)
+		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
+	}
+	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor}, nil
+}
+
+// DestroyShard removes the shard, its index, any transient copy and its
+// top-level index entries, then sends the result on resch (which may be
+// nil). An unknown piece is an error wrapping ErrShardUnknown, returned at
+// once; a shard with open accessors fails with ErrShardInUse.
+func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan dagstore.ShardResult) error {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	key := shard.KeyFromCID(pieceCid)
+	if _, err := w.dagst.GetShardInfo(key); err != nil {
+		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
+	}
+	ch := make(chan dagstore.ShardResult, 1)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		ch <- dagstore.ShardResult{Key: key, Error: w.destroy(pieceCid)}
+	}()
+	w.forward(ctx, pieceCid, ch, resch)
+	return nil
+}
+
+// DestroyShardSync is DestroyShard that waits for the result.
+func (w *Wrapper) DestroyShardSync(ctx context.Context, pieceCid cid.Cid) error {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	if err := w.destroy(pieceCid); err != nil {
+		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
+	}
+	return nil
+}
+
+func (w *Wrapper) destroy(pieceCid cid.Cid) error {
+	key := shard.KeyFromCID(pieceCid)
+	unlock := w.pieces.lock(key)
+	defer unlock()
+	info, err := w.dagst.GetShardInfo(key)
+	if err != nil {
+		return err
+	}
+	// The dagstore would destroy a shard mid-initialisation and then write
+	// its record back when the initialisation completes.
+	if info.ShardState == dagstore.ShardStateInitializing || info.ShardState == dagstore.ShardStateRecovering {
+		return fmt.Errorf("%w: shard is %s", ErrShardInUse, info.ShardState)
+	}
+	ch := make(chan dagstore.ShardResult, 1)
+	if err := w.dagst.DestroyShard(w.ctx, key, ch, dagstore.DestroyOpts{}); err != nil {
+		return err
+	}
+	res, err := w.wait(w.ctx, ch)
+	if err != nil {
+		return err
+	}
+	if res.Error != nil {
+		if strings.Contains(res.Error.Error(), "active references") {
+			return fmt.Errorf("%w: %v", ErrShardInUse, res.Error)
+		}
+		return res.Error
+	}
+	// The dagstore deleted only the shard's record; remove the rest.
+	return w.purge(w.ctx, key)
+}
+
+// purge removes what a destroyed shard leaves on disk: its top-level index
+// entries (listed by its index, so they go first), its index and its
+// transient. Callers hold the piece lock.
+func (w *Wrapper) purge(ctx context.Context, key shard.Key) error {
+	var mhs index.MultihashIterator
+	if idx, err := w.irepo.GetFullIndex(key); err == nil {
+		if it, ok := idx.(carindex.IterableIndex); ok {
+			mhs = indexMultihashes{it}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read index: %w", err)
+	}
+	if err := w.tli.RemoveShard(ctx, mhs, key); err != nil {
+		return err
+	}
+	if _, err := w.irepo.DropFullIndex(key); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("drop index: %w", err)
+	}
+	for _, p := range []string{transientPath(w.cfg.RootDir, key), strings.TrimSuffix(transientPath(w.cfg.RootDir, key), ".complete") + ".partial"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove transient: %w", err)
+		}
+	}
+	return nil
+}
+
+// indexMultihashes adapts a CAR index to the dagstore's multihash iterator.
+type indexMultihashes struct{ idx carindex.IterableIndex }
+
+func (m indexMultihashes) ForEach(fn func(multihash.Multihash) error) error {
+	return m.idx.ForEach(func(mh multihash.Multihash, _ uint64) error { return fn(mh) })
+}
+
+// GetPiecesContainingBlock returns the registered pieces that hold the
+// block, or an error wrapping ErrBlockNotFound.
+func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) {
+	if err := checkCID("block", blockCID); err != nil {
+		return nil, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
+	}
+	defer done()
+	keys, err := w.tli.GetShardsForMultihash(w.ctx, blockCID.Hash())
+	if err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
+	}
+	pieces := make([]cid.Cid, 0, len(keys))
+	for _, k := range keys {
+		// Entries of a shard whose destroy was interrupted may linger
+		// until the next start; never report a piece that is gone.
+		if _, err := w.dagst.GetShardInfo(k); err != nil {
+			continue
+		}
+		c, err := cid.Decode(k.String())
+		if err != nil {
+			continue
+		}
+		pieces = append(pieces, c)
+	}
+	if len(pieces) == 0 {
+		return nil, fmt.Errorf("look up block %s: %w", blockCID, ErrBlockNotFound)
+	}
+	return pieces, nil
+}
+
+// GetIterableIndexForPiece returns the piece's CAR index (multihash ->
+// offset). The shard must have been initialised.
+func (w *Wrapper) GetIterableIndexForPiece(pieceCid cid.Cid) (carindex.IterableIndex, error) {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return nil, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	key := shard.KeyFromCID(pieceCid)
+	if _, err := w.dagst.GetShardInfo(key); err != nil {
+		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
+	}
+	idx, err := w.dagst.GetIterableIndex(key)
+	if err != nil {
+		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
+	}
+	return idx, nil
+}
+
+// ShardInfo returns the state of the piece's shard, or an error wrapping
+// ErrShardUnknown.
+func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return ShardInfo{}, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	key := shard.KeyFromCID(pieceCid)
+	info, err := w.dagst.GetShardInfo(key)
+	if err != nil {
+		if bad, ok := w.badRecords[key]; ok {
+			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
+		}
+		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
+	}
+	return toShardInfo(pieceCid, info), nil
+}
+
+func toShardInfo(pieceCid cid.Cid, info dagstore.ShardInfo) ShardInfo {
+	si := ShardInfo{PieceCID: pieceCid, State: info.ShardState}
+	if info.Error != nil {
+		si.Error = fmt.Errorf("piece %s: %w", pieceCid, info.Error)
+	}
+	return si
+}
+
+// ListShards returns every shard, sorted by piece CID, including records
+// that could not be restored (as errored shards).
+func (w *Wrapper) ListShards() ([]ShardInfo, error) {
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("list shards: %w", err)
+	}
+	defer done()
+	all := w.dagst.AllShardsInfo()
+	out := make([]ShardInfo, 0, len(all)+len(w.badRecords))
+	for k, info := range all {
+		c, err := cid.Decode(k.String())
+		if err != nil {
+			log.Warnw("shard key is not a piece CID; not listed", "key", k)
+			continue
+		}
+		out = append(out, toShardInfo(c, info))
+	}
+	for k, bad := range w.badRecords {
+		if c, err := cid.Decode(k.String()); err == nil {
+			out = append(out, ShardInfo{PieceCID: c, State: dagstore.ShardStateErrored, Error: bad})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PieceCID.String() < out[j].PieceCID.String() })
+	return out, nil
+}

@@ -3,7 +3,9 @@ package dagwrap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/blockstore"
 	"github.com/multiformats/go-multihash"
 )
 
@@ -249,4 +252,63 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		case <-tick.C:
 		}
 	}
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustCid(t testing.TB, s string) cid.Cid {
+	t.Helper()
+	c, err := cid.Decode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// makeCAR writes a CARv1 of n random raw blocks, distinct per seed.
+func makeCAR(t testing.TB, seed int64, n int) string {
+	t.Helper()
+	rng := rand.New(rand.NewSource(seed))
+	var blks []blocks.Block
+	for i := 0; i < n; i++ {
+		data := make([]byte, 100+rng.Intn(900))
+		rng.Read(data)
+		mh, err := multihash.Sum(data, multihash.SHA2_256, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := blocks.NewBlockWithCid(data, cid.NewCidV1(cid.Raw, mh))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blks = append(blks, b)
+	}
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("gen-%d.car", seed))
+	bs, err := blockstore.OpenReadWrite(path, []cid.Cid{blks[0].Cid()}, blockstore.WriteAsCarV1(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blks {
+		if err := bs.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bs.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

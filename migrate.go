@@ -66,10 +66,12 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 	}()
 
 	expected, received := -1, 0
+	var cut error
 	for expected != received {
 		select {
 		case q := <-queued:
 			expected = q.queued
+			cut = q.cut
 			for _, e := range q.failed {
 				failed = append(failed, w.dealFailures(dealsOf[e.key], e.err)...)
 			}
@@ -86,6 +88,9 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 			return false, fmt.Errorf("migrate deals: %w", ErrClosed)
 		}
 	}
+	if cut != nil {
+		return false, fmt.Errorf("migrate deals: %w", cut)
+	}
 	if len(failed) > 0 {
 		return false, fmt.Errorf("migrate deals: %d of %d handed-off deals failed: %w", len(failed), len(deals), errors.Join(failed...))
 	}
@@ -100,6 +105,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 type queueOutcome struct {
 	queued int // registrations the dagstore accepted: one result each
 	failed []keyErr
+	cut    error // why queueing stopped before the last piece, if it did
 }
 
 type keyErr struct {
@@ -111,7 +117,12 @@ type keyErr struct {
 func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results chan dagstore.ShardResult) queueOutcome {
 	var out queueOutcome
 	for _, pc := range pieces {
-		if ctx.Err() != nil || w.ctx.Err() != nil {
+		if err := ctx.Err(); err != nil {
+			out.cut = err
+			break
+		}
+		if w.ctx.Err() != nil {
+			out.cut = ErrClosed
 			break
 		}
 		switch err := w.queueMigration(pc, results); {

@@ -40,6 +40,7 @@ type fakeAPI struct {
 	fetches  atomic.Int32
 	gate     chan struct{} // when set, fetches wait for it to close (or ctx)
 	fetchErr error
+	failNext atomic.Int32 // this many fetches fail before fetches work again
 }
 
 type gauge struct {
@@ -118,6 +119,9 @@ func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Rea
 	}
 	if a.fetchErr != nil {
 		return nil, a.fetchErr
+	}
+	if a.failNext.Add(-1) >= 0 {
+		return nil, errors.New("storage briefly unavailable")
 	}
 	p, err := a.path(pc)
 	if err != nil {

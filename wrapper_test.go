@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/ipfs/go-cid"
@@ -511,5 +512,41 @@ func TestTruncatedLastBlockFailsOnlyThatBlock(t *testing.T) {
 	last := blks[len(blks)-1].Cid()
 	if _, err := bs.Get(context.Background(), last); err == nil || !strings.Contains(err.Error(), pc.String()) {
 		t.Fatalf("truncated block: %v, want an error naming the piece", err)
+	}
+}
+
+func TestFailedShardIsRecoveredAutomatically(t *testing.T) {
+	api := newFakeAPI(true)
+	w := openWrapper(t, t.TempDir(), api)
+	pc := api.addPiece(t, "testdata/sample.car")
+	api.failNext.Store(1)
+	err := w.RegisterShardSync(context.Background(), pc, "", true)
+	if err == nil || !strings.Contains(err.Error(), "storage briefly unavailable") {
+		t.Fatalf("register with a failing fetch: %v", err)
+	}
+	// The recovery goroutine retries once, and the retry succeeds.
+	waitFor(t, "automatic recovery", func() bool {
+		info, _ := w.ShardInfo(pc)
+		return info.State == dagstore.ShardStateAvailable
+	})
+	assertServes(t, w, pc, "testdata/sample.car")
+}
+
+func TestGCReclaimsTransientsOnSchedule(t *testing.T) {
+	root := t.TempDir()
+	api := newFakeAPI(false) // sequential: pieces are copied to transients/
+	w := openWrapper(t, root, api, Config{GCInterval: 5 * time.Millisecond})
+	pc := api.addPiece(t, "testdata/padded.car")
+	if err := w.RegisterShardSync(context.Background(), pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "GC to delete the idle transient", func() bool {
+		ents, _ := os.ReadDir(filepath.Join(root, transientsDir))
+		return len(ents) == 0
+	})
+	assertServes(t, w, pc, "testdata/padded.car")
+	// One fetch to index, one to serve again once GC deleted the copy.
+	if n := api.fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2", n)
 	}
 }

@@ -3,6 +3,8 @@ package dagwrap
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -390,5 +392,50 @@ func TestOutcome(t *testing.T) {
 		if got := outcome(c.err); got != c.want {
 			t.Errorf("outcome(%v) = %s, want %s", c.err, got, c.want)
 		}
+	}
+}
+
+// TestServeMetrics scrapes a Wrapper's metrics over HTTP, as Prometheus
+// would, on the loopback interface.
+func TestServeMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	api := newFakeAPI(true)
+	pc := api.addPiece(t, "testdata/sample.car")
+	w := openWith(t, t.TempDir(), api, Config{}, WithMetrics(reg))
+	if err := w.RegisterShardSync(context.Background(), pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ServeMetrics("127.0.0.1:0", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + srv.Addr() + "/metrics"
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`dagwrap_shards{state="available"} 1`,
+		`dagwrap_operations_total{op="register",outcome="success"} 1`,
+		`dagwrap_datastore_put_total `,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.Get(url); err == nil {
+		_ = resp.Body.Close()
+		t.Fatal("the server still answers after Close")
+	}
+	if _, err := ServeMetrics("127.0.0.1:-1", reg); err == nil {
+		t.Fatal("ServeMetrics accepted a bad address")
 	}
 }

@@ -28,28 +28,37 @@ type carAPI struct {
 
 func (a *carAPI) add(t *testing.T, path string) cid.Cid {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	pc, err := a.serve(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return pc
+}
+
+// serve serves the CAR file at path and returns its piece CID (CommP).
+func (a *carAPI) serve(path string) (cid.Cid, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cid.Undef, err
 	}
 	var cp commp.Calc
 	if _, err := cp.Write(b); err != nil {
-		t.Fatal(err)
+		return cid.Undef, err
 	}
 	digest, _, err := cp.Digest()
 	if err != nil {
-		t.Fatal(err)
+		return cid.Undef, err
 	}
 	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
 	if err != nil {
-		t.Fatal(err)
+		return cid.Undef, err
 	}
 	pc := cid.NewCidV1(cid.FilCommitmentUnsealed, mh)
 	if a.pieces == nil {
 		a.pieces = map[cid.Cid]string{}
 	}
 	a.pieces[pc] = path
-	return pc
+	return pc, nil
 }
 
 func (a *carAPI) path(pc cid.Cid) (string, error) {

@@ -439,3 +439,31 @@ func TestServeMetrics(t *testing.T) {
 		t.Fatal("ServeMetrics accepted a bad address")
 	}
 }
+
+// BenchmarkMetricsHooks compares the hooks on the hot paths with metrics
+// off (the default) and on: a throttled call and an observed operation.
+func BenchmarkMetricsHooks(b *testing.B) {
+	ctx := context.Background()
+	noop := func(context.Context) error { return nil }
+	on, err := newMetrics(&Wrapper{log: log}, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		m    *metrics
+	}{{"off", nil}, {"on", on}} {
+		b.Run("throttle/"+c.name, func(b *testing.B) {
+			a := newGatedAPI(newFakeAPI(true), 100, 5)
+			c.m.meterThrottles(a)
+			for b.Loop() {
+				_ = a.storage.Do(ctx, noop)
+			}
+		})
+		b.Run("observe/"+c.name, func(b *testing.B) {
+			for b.Loop() {
+				c.m.observe(opAcquire, c.m.now(), nil)
+			}
+		})
+	}
+}

@@ -62,10 +62,17 @@ func WithLoggerName(name string) Option {
 	return func(o *options) { o.loggerName = name }
 }
 
-// WithMetrics registers dagwrap's Prometheus metrics on reg (see metrics.go
-// and the README's metrics list); Close unregisters them. Without it nothing
-// is measured and nothing is registered anywhere. Two Wrappers sharing one
-// registry need their own labels: prometheus.WrapRegistererWith.
+// WithMetrics registers dagwrap's Prometheus metrics on reg; Close
+// unregisters them. They are all named dagwrap_*: shards by state, operation
+// counts by outcome and latencies (register, acquire, index, recover, gc),
+// dagstore events, transients and indexes on disk, MinerAPI calls in flight
+// and waiting on each throttle, and the shard-state datastore's operations
+// (go-ds-measure, bridged by go-metrics-prometheus; see the README for the
+// process-wide injection this implies). Without WithMetrics nothing is
+// measured and nothing is registered anywhere.
+//
+// Two Wrappers cannot register on one registry as they are: give each its
+// own labels with prometheus.WrapRegistererWith.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(o *options) { o.registerer = reg }
 }

@@ -414,7 +414,11 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 		w.m.observe(opRegister, start, err)
 		return err
 	}
-	w.forward(ctx, pieceCid, ch, resch, func(err error) { w.m.observe(opRegister, start, err) })
+	var observe func(error)
+	if w.m != nil {
+		observe = func(err error) { w.m.observe(opRegister, start, err) }
+	}
+	w.forward(ctx, pieceCid, ch, resch, observe)
 	return nil
 }
 

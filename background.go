@@ -1,6 +1,7 @@
 package dagwrap
 
 import (
+	"context"
 	"time"
 
 	"github.com/filecoin-project/dagstore"
@@ -15,7 +16,8 @@ func (w *Wrapper) traceLoop() {
 	for {
 		select {
 		case t := <-w.traceCh:
-			traceLog.Debugw("shard event", "piece", t.Key, "op", t.Op.String(),
+			w.m.trace(t)
+			w.traceLog.Debugw("shard event", "piece", t.Key, "op", t.Op.String(),
 				"state", t.After.ShardState.String(), "error", t.After.Error)
 		case <-w.dagstClosed:
 			return
@@ -42,20 +44,20 @@ func (w *Wrapper) recoveryLoop(recoverCh chan<- shard.Key, results <-chan dagsto
 		select {
 		case f := <-w.failureCh:
 			if attempted[f.Key] {
-				log.Warnw("shard failed again after its automatic recovery; leaving it errored", "piece", f.Key, "error", f.Error)
+				w.log.Warnw("shard failed again after its automatic recovery; leaving it errored", "piece", f.Key, "error", f.Error)
 				continue
 			}
-			log.Warnw("shard failed; recovering it", "piece", f.Key, "error", f.Error)
+			w.log.Warnw("shard failed; recovering it", "piece", f.Key, "error", f.Error)
 			attempted[f.Key] = true
 			queue = append(queue, f.Key)
 		case out <- next:
 			queue = queue[1:]
 		case r := <-results:
 			if r.Error == nil {
-				log.Infow("shard recovered", "piece", r.Key)
+				w.log.Infow("shard recovered", "piece", r.Key)
 				delete(attempted, r.Key)
 			} else {
-				log.Warnw("shard recovery failed", "piece", r.Key, "error", r.Error)
+				w.log.Warnw("shard recovery failed", "piece", r.Key, "error", r.Error)
 			}
 		case <-w.dagstClosed:
 			return
@@ -71,7 +73,7 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 		select {
 		case k := <-keys:
 			if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
-				log.Warnw("could not queue shard recovery", "piece", k, "error", err)
+				w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
 			}
 		case <-w.ctx.Done():
 			return
@@ -87,18 +89,26 @@ func (w *Wrapper) gcLoop() {
 	for {
 		select {
 		case <-t.C:
-			res, err := w.dagst.GC(w.ctx)
+			res, err := w.gc(w.ctx)
 			if err != nil {
 				if w.ctx.Err() == nil {
-					log.Warnw("dagstore GC failed", "error", err)
+					w.log.Warnw("dagstore GC failed", "error", err)
 				}
 				continue
 			}
 			if n := len(res.Shards); n > 0 {
-				log.Infow("dagstore GC reclaimed transients", "shards", n, "failures", res.ShardFailures())
+				w.log.Infow("dagstore GC reclaimed transients", "shards", n, "failures", res.ShardFailures())
 			}
 		case <-w.ctx.Done():
 			return
 		}
 	}
+}
+
+// gc runs one dagstore GC and counts it in the metrics.
+func (w *Wrapper) gc(ctx context.Context) (*dagstore.GCResult, error) {
+	start := w.m.now()
+	res, err := w.dagst.GC(ctx)
+	w.m.observe(opGC, start, err)
+	return res, err
 }

@@ -52,7 +52,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 		}
 		dealsOf[k] = append(dealsOf[k], d)
 	}
-	log.Infow("migrating deals to the dagstore", "deals", len(deals), "pieces", len(order))
+	w.log.Infow("migrating deals to the dagstore", "deals", len(deals), "pieces", len(order))
 	start := time.Now()
 
 	// Registrations are queued by one goroutine while this one collects
@@ -73,10 +73,12 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 			expected = q.queued
 			cut = q.cut
 			for _, e := range q.failed {
+				w.m.count(opRegister, e.err)
 				failed = append(failed, w.dealFailures(dealsOf[e.key], e.err)...)
 			}
 		case r := <-results:
 			received++
+			w.m.count(opRegister, r.Error)
 			if r.Error != nil {
 				failed = append(failed, w.dealFailures(dealsOf[r.Key], r.Error)...)
 			}
@@ -98,7 +100,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 	if err := writeMarker(w.cfg.RootDir, []byte(content)); err != nil {
 		return false, fmt.Errorf("migrate deals: %w", err)
 	}
-	log.Infow("deal migration complete", "pieces", len(order), "took", time.Since(start))
+	w.log.Infow("deal migration complete", "pieces", len(order), "took", time.Since(start))
 	return true, nil
 }
 
@@ -157,7 +159,7 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 func (w *Wrapper) dealFailures(deals []Deal, err error) []error {
 	out := make([]error, 0, len(deals))
 	for _, d := range deals {
-		log.Errorw("deal migration failed", "deal", d.DealID, "piece", d.PieceCID, "error", err)
+		w.log.Errorw("deal migration failed", "deal", d.DealID, "piece", d.PieceCID, "error", err)
 		out = append(out, fmt.Errorf("deal %d piece %s: %w", d.DealID, d.PieceCID, err))
 	}
 	return out

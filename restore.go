@@ -52,7 +52,7 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("piece %s: reset interrupted recovery: %w", key, err)
 			}
-			log.Infow("shard was recovering at shutdown; it will recover on next acquire", "piece", key)
+			w.log.Infow("shard was recovering at shutdown; it will recover on next acquire", "piece", key)
 		}
 	}
 	return nil
@@ -60,7 +60,7 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 
 func (w *Wrapper) badRecord(key shard.Key, err error) {
 	err = fmt.Errorf("piece %s: shard record cannot be restored: %w", key, err)
-	log.Errorw("skipping shard record", "piece", key, "error", err)
+	w.log.Errorw("skipping shard record", "piece", key, "error", err)
 	w.badRecords[key] = err
 }
 
@@ -83,6 +83,9 @@ func checkMountURL(s string) error {
 // finishes interrupted destroys, and drops the stock index once the rebuild
 // is done. It runs in the background; lookups read the stock index meanwhile.
 func (w *Wrapper) reconcile(ctx context.Context) error {
+	if w.tli == nil {
+		return w.finishDestroys(ctx)
+	}
 	if err := w.tli.detectLegacy(ctx); err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func (w *Wrapper) reconcile(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			log.Errorw("reconciling piece failed", "piece", k, "error", err)
+			w.log.Errorw("reconciling piece failed", "piece", k, "error", err)
 			continue
 		}
 		rebuilt++
@@ -116,18 +119,48 @@ func (w *Wrapper) reconcile(ctx context.Context) error {
 	for k := range complete {
 		if !hasIndex[k] && !w.known(k) {
 			if err := w.reconcilePiece(ctx, k); err != nil {
-				log.Errorw("reconciling piece failed", "piece", k, "error", err)
+				w.log.Errorw("reconciling piece failed", "piece", k, "error", err)
 			}
 		}
 	}
 	if rebuilt > 0 {
-		log.Infow("top-level index reconciled", "pieces", rebuilt)
+		w.log.Infow("top-level index reconciled", "pieces", rebuilt)
 	}
 	if w.tli.legacy.Load() {
 		if err := w.tli.dropLegacy(ctx); err != nil {
 			return err
 		}
-		log.Infow("top-level index rebuilt from the shard indexes; the stock index was removed")
+		w.log.Infow("top-level index rebuilt from the shard indexes; the stock index was removed")
+	}
+	return nil
+}
+
+// finishDestroys is reconcile for a top-level index the node injected, which
+// is trusted as it is: it only removes what interrupted destroys left behind.
+func (w *Wrapper) finishDestroys(ctx context.Context) error {
+	var orphans []shard.Key
+	if err := w.irepo.ForEach(func(k shard.Key) (bool, error) {
+		if !w.known(k) {
+			orphans = append(orphans, k)
+		}
+		return ctx.Err() == nil, nil
+	}); err != nil {
+		return fmt.Errorf("list shard indexes: %w", err)
+	}
+	for _, k := range orphans {
+		unlock := w.pieces.lock(k)
+		var err error
+		if !w.known(k) { // it may have been registered since
+			w.log.Infow("removing what an interrupted destroy left behind", "piece", k)
+			err = w.purge(ctx, k)
+		}
+		unlock()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w.log.Errorw("reconciling piece failed", "piece", k, "error", err)
+		}
 	}
 	return nil
 }
@@ -146,7 +179,7 @@ func (w *Wrapper) reconcilePiece(ctx context.Context, k shard.Key) error {
 	unlock := w.pieces.lock(k)
 	defer unlock()
 	if !w.known(k) {
-		log.Infow("removing what an interrupted destroy left behind", "piece", k)
+		w.log.Infow("removing what an interrupted destroy left behind", "piece", k)
 		return w.purge(ctx, k)
 	}
 	idx, err := w.irepo.GetFullIndex(k)

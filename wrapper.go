@@ -18,7 +18,6 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	levelds "github.com/ipfs/go-ds-leveldb"
-	measure "github.com/ipfs/go-ds-measure"
 	logging "github.com/ipfs/go-log/v2"
 	carindex "github.com/ipld/go-car/v2/index"
 	"github.com/multiformats/go-multihash"
@@ -98,9 +97,15 @@ type Wrapper struct {
 	api   *gatedAPI
 	lock  *os.File
 	store ds.Batching
-	irepo *index.FSIndexRepo
-	tli   *topIndex
+	irepo index.FullIndexRepo
+	tli   *topIndex      // dagwrap's own top-level index; nil when the node injected one
+	top   index.Inverted // the top-level index in use: tli, or the node's
 	dagst *dagstore.DAGStore
+
+	nodeStore bool     // store is the node's (WithDatastore): synced, not closed
+	m         *metrics // nil without WithMetrics: every hook is then a no-op
+	log       *logging.ZapEventLogger
+	traceLog  *logging.ZapEventLogger
 
 	traceCh   chan dagstore.Trace
 	failureCh chan dagstore.ShardResult
@@ -131,8 +136,9 @@ type Wrapper struct {
 
 // New opens (creating if needed) the dagstore root in cfg.RootDir. It takes
 // the root's lock: a root held by another process or Wrapper is an error
-// wrapping ErrRootLocked. Nothing runs until Start.
-func New(cfg Config, api MinerAPI) (*Wrapper, error) {
+// wrapping ErrRootLocked. Nothing runs until Start. Options replace the parts
+// a node provides itself (see Option).
+func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 	if cfg.RootDir == "" {
 		return nil, errors.New("dagwrap: Config.RootDir is required")
 	}
@@ -152,34 +158,53 @@ func New(cfg Config, api MinerAPI) (*Wrapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dagwrap: %w", err)
 	}
-	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
-	if err := w.open(api); err != nil {
-		if w.store != nil {
-			_ = w.store.Close()
+	var o options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
 		}
+	}
+	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
+	w.applyLogger(o)
+	if err := w.open(api, o); err != nil {
+		_ = w.closeStore()
+		w.m.unregister()
 		_ = lock.Close()
 		return nil, fmt.Errorf("dagwrap: open root %s: %w", root, err)
 	}
 	return w, nil
 }
 
-func (w *Wrapper) open(api MinerAPI) error {
+func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	root := w.cfg.RootDir
-	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{
-		Compression: ldbopts.NoCompression,
-		NoSync:      false,
-		Strict:      ldbopts.StrictAll,
-	})
-	if err != nil {
-		return fmt.Errorf("open shard-state datastore: %w", err)
+	if w.m, err = newMetrics(w, o.registerer); err != nil {
+		return err
 	}
-	w.store = measure.New("dagwrap.datastore", ldb)
+	store := o.store
+	w.nodeStore = store != nil
+	if store == nil {
+		store, err = levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{
+			Compression: ldbopts.NoCompression,
+			NoSync:      false,
+			Strict:      ldbopts.StrictAll,
+		})
+		if err != nil {
+			return fmt.Errorf("open shard-state datastore: %w", err)
+		}
+	}
+	w.store = w.m.measureDatastore(store)
 
-	if w.irepo, err = index.NewFSRepo(filepath.Join(root, indexDir)); err != nil {
-		return fmt.Errorf("open index repo: %w", err)
+	if w.irepo = o.irepo; w.irepo == nil {
+		if w.irepo, err = index.NewFSRepo(filepath.Join(root, indexDir)); err != nil {
+			return fmt.Errorf("open index repo: %w", err)
+		}
 	}
-	w.tli = newTopIndex(w.store)
+	if w.top = o.top; w.top == nil {
+		w.tli = newTopIndex(w.store)
+		w.top = w.tli
+	}
 	w.api = newGatedAPI(api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
+	w.m.meterThrottles(w.api)
 
 	registry := mount.NewRegistry()
 	if err := registry.Register(MountScheme, &pieceMount{API: w.api}); err != nil {
@@ -192,7 +217,7 @@ func (w *Wrapper) open(api MinerAPI) error {
 	w.dagst, err = dagstore.NewDAGStore(dagstore.Config{
 		TransientsDir:             filepath.Join(root, transientsDir),
 		IndexRepo:                 w.irepo,
-		TopLevelIndex:             w.tli,
+		TopLevelIndex:             w.top,
 		Datastore:                 w.store,
 		MountRegistry:             registry,
 		TraceCh:                   w.traceCh,
@@ -242,14 +267,15 @@ func (w *Wrapper) Start(ctx context.Context) error {
 		defer w.wg.Done()
 		defer close(w.reconciled)
 		if err := w.reconcile(w.ctx); err != nil && w.ctx.Err() == nil {
-			log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
+			w.log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
 		}
 	}()
 	return nil
 }
 
 // Close stops the background goroutines and the dagstore, then closes the
-// datastore and releases the root. It returns once every goroutine the
+// datastore (a node's datastore is synced instead), unregisters the metrics
+// and releases the root. It returns once every goroutine the
 // Wrapper started has exited. Close is safe before Start and more than once.
 func (w *Wrapper) Close() error {
 	w.mu.Lock()
@@ -260,13 +286,14 @@ func (w *Wrapper) Close() error {
 	w.state = closed
 	w.mu.Unlock()
 
-	w.cancel()   // wakes callers waiting on results, stops GC and recovery
-	w.ops.Lock() // waits for calls in flight to return
+	w.m.unregister() // no scrape starts reading a closing Wrapper
+	w.cancel()       // wakes callers waiting on results, stops GC and recovery
+	w.ops.Lock()     // waits for calls in flight to return
 	defer w.ops.Unlock()
 	errs := []error{w.dagst.Close()}
 	close(w.dagstClosed)
 	w.wg.Wait()
-	errs = append(errs, w.store.Close(), w.lock.Close())
+	errs = append(errs, w.closeStore(), w.lock.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("dagwrap: close: %w", err)
 	}
@@ -317,29 +344,30 @@ func (w *Wrapper) closeLate(ch <-chan dagstore.ShardResult) {
 		defer w.wg.Done()
 		select {
 		case res := <-ch:
-			closeAccessor(res)
+			w.closeAccessor(res)
 		case <-w.dagstClosed:
 			select {
 			case res := <-ch:
-				closeAccessor(res)
+				w.closeAccessor(res)
 			default:
 			}
 		}
 	}()
 }
 
-func closeAccessor(res dagstore.ShardResult) {
+func (w *Wrapper) closeAccessor(res dagstore.ShardResult) {
 	if res.Accessor != nil {
 		if err := res.Accessor.Close(); err != nil {
-			log.Warnw("closing an accessor nobody waited for", "piece", res.Key, "error", err)
+			w.log.Warnw("closing an accessor nobody waited for", "piece", res.Key, "error", err)
 		}
 	}
 }
 
 // forward delivers the result arriving on ch to the caller's resch, giving up
 // when ctx ends. The dagstore delivers into ch's buffer, so a slow or absent
-// reader of resch never stalls the dagstore's dispatcher.
-func (w *Wrapper) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagstore.ShardResult, resch chan dagstore.ShardResult) {
+// reader of resch never stalls the dagstore's dispatcher. observe, if not
+// nil, sees the result's error first.
+func (w *Wrapper) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagstore.ShardResult, resch chan dagstore.ShardResult, observe func(error)) {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -348,6 +376,9 @@ func (w *Wrapper) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagst
 		case res = <-ch:
 		case <-w.dagstClosed:
 			return
+		}
+		if observe != nil {
+			observe(res.Error)
 		}
 		if res.Error != nil {
 			res.Error = fmt.Errorf("piece %s: %w", pieceCid, res.Error)
@@ -377,11 +408,17 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	defer done()
+	start := w.m.now()
 	ch, err := w.submitRegister(pieceCid, carPath, eagerInit)
 	if err != nil {
+		w.m.observe(opRegister, start, err)
 		return err
 	}
-	w.forward(ctx, pieceCid, ch, resch)
+	var observe func(error)
+	if w.m != nil {
+		observe = func(err error) { w.m.observe(opRegister, start, err) }
+	}
+	w.forward(ctx, pieceCid, ch, resch, observe)
 	return nil
 }
 
@@ -400,14 +437,17 @@ func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPa
 }
 
 func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {
+	start := w.m.now()
 	ch, err := w.submitRegister(pieceCid, carPath, eagerInit)
 	if err != nil {
+		w.m.observe(opRegister, start, err)
 		return err
 	}
 	res, err := w.wait(ctx, ch)
 	if err == nil {
 		err = res.Error
 	}
+	w.m.observe(opRegister, start, err)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
@@ -453,7 +493,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 func (w *Wrapper) linkTransient(key shard.Key, carPath string) string {
 	p := transientPath(w.cfg.RootDir, key)
 	if err := os.Link(carPath, p); err != nil {
-		log.Debugw("cannot hard-link CAR into transients; it will be copied on first fetch", "piece", key, "error", err)
+		w.log.Debugw("cannot hard-link CAR into transients; it will be copied on first fetch", "piece", key, "error", err)
 		return ""
 	}
 	return p
@@ -469,6 +509,13 @@ func transientPath(root string, key shard.Key) string {
 // blockstore to release the shard. If ctx ends first, LoadShard returns its
 // error and the accessor that arrives later is closed.
 func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
+	start := w.m.now()
+	bs, err := w.loadShard(ctx, pieceCid)
+	w.m.observe(opAcquire, start, err)
+	return bs, err
+}
+
+func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
 	if err := checkCID("piece", pieceCid); err != nil {
 		return nil, err
 	}
@@ -484,7 +531,7 @@ func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 	// drops (without closing) a reader fetched under a cancelled context.
 	err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
 	if errors.Is(err, dagstore.ErrShardUnknown) {
-		log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
+		w.log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
 		if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
 			return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 		}
@@ -499,12 +546,12 @@ func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 	}
 	if res.Error != nil {
-		closeAccessor(res)
+		w.closeAccessor(res)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, res.Error)
 	}
 	bs, err := res.Accessor.Blockstore()
 	if err != nil {
-		closeAccessor(res)
+		w.closeAccessor(res)
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
 	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor}, nil
@@ -533,7 +580,7 @@ func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan
 		defer w.wg.Done()
 		ch <- dagstore.ShardResult{Key: key, Error: w.destroy(pieceCid)}
 	}()
-	w.forward(ctx, pieceCid, ch, resch)
+	w.forward(ctx, pieceCid, ch, resch, nil)
 	return nil
 }
 
@@ -596,8 +643,10 @@ func (w *Wrapper) purge(ctx context.Context, key shard.Key) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read index: %w", err)
 	}
-	if err := w.tli.RemoveShard(ctx, mhs, key); err != nil {
-		return err
+	if r, ok := w.top.(shardRemover); ok {
+		if err := r.RemoveShard(ctx, mhs, key); err != nil {
+			return err
+		}
 	}
 	if _, err := w.irepo.DropFullIndex(key); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("drop index: %w", err)
@@ -628,7 +677,7 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}
 	defer done()
-	keys, err := w.tli.GetShardsForMultihash(w.ctx, blockCID.Hash())
+	keys, err := w.top.GetShardsForMultihash(w.ctx, blockCID.Hash())
 	if err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}
@@ -716,7 +765,7 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 	for k, info := range all {
 		c, err := cid.Decode(k.String())
 		if err != nil {
-			log.Warnw("shard key is not a piece CID; not listed", "key", k)
+			w.log.Warnw("shard key is not a piece CID; not listed", "key", k)
 			continue
 		}
 		out = append(out, toShardInfo(c, info))

@@ -1,0 +1,355 @@
+package dagwrap_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/filecoin-project/dagstore/mount"
+	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/multiformats/go-multihash"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spstack/dagwrap"
+)
+
+// carAPI stands for the node's MinerAPI in these examples: it serves CAR
+// files from disk as unsealed pieces, named by their CommP piece CIDs.
+type carAPI struct {
+	pieces map[cid.Cid]string
+}
+
+// newCarAPI serves the CAR files at paths and returns their piece CIDs in
+// the same order.
+func newCarAPI(paths ...string) (*carAPI, []cid.Cid) {
+	a := &carAPI{pieces: map[cid.Cid]string{}}
+	var pcs []cid.Cid
+	for _, p := range paths {
+		pc, err := pieceCID(p)
+		if err != nil {
+			panic(err)
+		}
+		a.pieces[pc] = p
+		pcs = append(pcs, pc)
+	}
+	return a, pcs
+}
+
+// pieceCID computes the CommP of a file's bytes.
+func pieceCID(path string) (cid.Cid, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cid.Undef, err
+	}
+	var cp commp.Calc
+	if _, err := cp.Write(b); err != nil {
+		return cid.Undef, err
+	}
+	digest, _, err := cp.Digest()
+	if err != nil {
+		return cid.Undef, err
+	}
+	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh), nil
+}
+
+func (a *carAPI) path(pc cid.Cid) (string, error) {
+	if p, ok := a.pieces[pc]; ok {
+		return p, nil
+	}
+	return "", fmt.Errorf("no piece %s", pc)
+}
+
+func (a *carAPI) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Reader, error) {
+	p, err := a.path(pc)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(p)
+}
+
+func (a *carAPI) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
+	p, err := a.path(pc)
+	if err != nil {
+		return 0, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(st.Size()), nil
+}
+
+func (a *carAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
+	_, err := a.path(pc)
+	return err == nil, err
+}
+
+func (a *carAPI) Start(context.Context) error { return nil }
+
+// RandomAccess: files support ReadAt and Seek, so no transient copies.
+func (a *carAPI) RandomAccess() bool { return true }
+
+// carRoot returns the first root of a CAR file.
+func carRoot(path string) cid.Cid {
+	f, err := os.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
+	if err != nil {
+		panic(err)
+	}
+	return br.Roots[0]
+}
+
+// Wire a Wrapper into a node: open the root, start, close on shutdown.
+func Example() {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	api, _ := newCarAPI("testdata/sample.car") // the node's MinerAPI
+
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
+	if err != nil {
+		fmt.Println("open:", err)
+		return
+	}
+	defer w.Close() // stops every goroutine, closes LevelDB, unlocks the root
+	if err := w.Start(ctx); err != nil {
+		fmt.Println("start:", err)
+		return
+	}
+
+	// The root is this Wrapper's until Close.
+	_, err = dagwrap.New(dagwrap.Config{RootDir: root}, api)
+	fmt.Println("second Wrapper on the root:", errors.Is(err, dagwrap.ErrRootLocked))
+	shards, err := w.ListShards()
+	fmt.Println("shards:", len(shards), err)
+	// Output:
+	// second Wrapper on the root: true
+	// shards: 0 <nil>
+}
+
+// Register a piece when its deal is handed off, then serve blocks from it.
+func ExampleWrapper_LoadShard() {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	api, pieces := newCarAPI("testdata/sample.car")
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	if err := w.Start(ctx); err != nil {
+		panic(err)
+	}
+
+	// Eager: fetch and index now, so that the first retrieval is fast.
+	if err := w.RegisterShardSync(ctx, pieces[0], "", true); err != nil {
+		fmt.Println(err)
+		return
+	}
+	info, _ := w.ShardInfo(pieces[0])
+	fmt.Println("piece:", pieces[0])
+	fmt.Println("state:", info.State)
+
+	bs, err := w.LoadShard(ctx, pieces[0])
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer bs.Close() // releases the shard
+	blk, err := bs.Get(ctx, carRoot("testdata/sample.car"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("root block:", blk.Cid(), len(blk.RawData()), "bytes")
+	// Output:
+	// piece: baga6ea4seaqd7exthe4fo7ek3bp62grmw5eu555vgzm42plhbuycczq3pjptwcq
+	// state: ShardStateAvailable
+	// root block: bafyreib7rldqdzvxxwi4b76n3wfqphle43aoqluxfa45ywnokz3twcc22y 23 bytes
+}
+
+// Migrate the deals made before dagwrap: one lazy registration per
+// handed-off piece, once per root.
+func ExampleWrapper_MigrateDeals() {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	api, pieces := newCarAPI("testdata/sample.car", "testdata/padded.car")
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	if err := w.Start(ctx); err != nil {
+		panic(err)
+	}
+
+	deals := []dagwrap.Deal{
+		{DealID: 1, PieceCID: pieces[0], HandedOff: true},
+		{DealID: 2, PieceCID: pieces[0], HandedOff: true}, // same piece: one shard
+		{DealID: 3, PieceCID: pieces[1], HandedOff: false},
+	}
+	migrated, err := w.MigrateDeals(ctx, deals)
+	fmt.Println("first run migrated:", migrated, err)
+	migrated, err = w.MigrateDeals(ctx, deals)
+	fmt.Println("second run migrated:", migrated, err)
+
+	shards, _ := w.ListShards()
+	for _, s := range shards {
+		fmt.Println(s.PieceCID == pieces[0], s.State) // indexed on first load
+	}
+	// Output:
+	// first run migrated: true <nil>
+	// second run migrated: false <nil>
+	// true ShardStateNew
+}
+
+// Find which pieces hold a block, then load one of them to serve it.
+func ExampleWrapper_GetPiecesContainingBlock() {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	api, pieces := newCarAPI("testdata/sample.car", "testdata/padded.car")
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	if err := w.Start(ctx); err != nil {
+		panic(err)
+	}
+	for _, pc := range pieces {
+		if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {
+			panic(err)
+		}
+	}
+
+	block := carRoot("testdata/padded.car")
+	holders, err := w.GetPiecesContainingBlock(block)
+	fmt.Println(len(holders), holders[0] == pieces[1], err)
+
+	bs, err := w.LoadShard(ctx, holders[0])
+	if err != nil {
+		panic(err)
+	}
+	defer bs.Close()
+	has, err := bs.Has(ctx, block)
+	fmt.Println("has:", has, err)
+
+	absent, _ := block.Prefix().Sum([]byte("in no piece"))
+	_, err = w.GetPiecesContainingBlock(absent)
+	fmt.Println(errors.Is(err, dagwrap.ErrBlockNotFound))
+	// Output:
+	// 1 true <nil>
+	// has: true <nil>
+	// true
+}
+
+// Operator calls: list the shards with their state, inspect one, and remove
+// one whose deal has expired.
+func ExampleWrapper_ListShards() {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	api, pieces := newCarAPI("testdata/sample.car", "testdata/padded.car")
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	if err := w.Start(ctx); err != nil {
+		panic(err)
+	}
+	expired, kept := pieces[0], pieces[1]
+	_ = w.RegisterShardSync(ctx, expired, "", true) // indexed now
+	_ = w.RegisterShardSync(ctx, kept, "", false)   // indexed on first load
+
+	list := func() {
+		shards, err := w.ListShards() // sorted by piece CID
+		if err != nil {
+			fmt.Println(err)
+		}
+		for _, s := range shards {
+			fmt.Printf("expired=%v state=%v error=%v\n", s.PieceCID == expired, s.State, s.Error)
+		}
+	}
+	list()
+
+	if err := w.DestroyShardSync(ctx, expired); err != nil {
+		fmt.Println(err)
+	}
+	_, err = w.ShardInfo(expired)
+	fmt.Println("destroyed:", errors.Is(err, dagwrap.ErrShardUnknown))
+	list()
+	// Output:
+	// expired=true state=ShardStateAvailable error=<nil>
+	// expired=false state=ShardStateNew error=<nil>
+	// destroyed: true
+	// expired=false state=ShardStateNew error=<nil>
+}
+
+// Export metrics on the node's registry; a scrape reads them.
+func ExampleWithMetrics() {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	api, pieces := newCarAPI("testdata/sample.car")
+	reg := prometheus.NewRegistry() // the node's
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api, dagwrap.WithMetrics(reg))
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close() // unregisters them
+	if err := w.Start(ctx); err != nil {
+		panic(err)
+	}
+	if err := w.RegisterShardSync(ctx, pieces[0], "", true); err != nil {
+		panic(err)
+	}
+
+	families, err := reg.Gather()
+	if err != nil {
+		panic(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != "dagwrap_shards" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if v := m.GetGauge().GetValue(); v > 0 {
+				fmt.Println(mf.GetName(), m.GetLabel()[0].GetValue(), v)
+			}
+		}
+	}
+	// Output:
+	// dagwrap_shards available 1
+}

@@ -3,8 +3,8 @@ package dagwrap
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"sync"

@@ -318,7 +318,7 @@ func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (int, er
 
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("create %s: %w", path, err)
 	}
 	tmpPath := tmp.Name()
 	// The CAR writer creates its own file: it would resume an existing one.
@@ -353,12 +353,15 @@ func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (int, er
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := syncFile(tmpPath); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmpPath, path); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	return len(entries), syncDirOf(path)
+	if err := syncDirOf(path); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	return len(entries), nil
 }
 
 // maxSection bounds one CAR section, as the dagstore's CAR reader does.

@@ -625,3 +625,32 @@ func TestMigrate(t *testing.T) {
 		t.Fatal("migrated piece serves other bytes")
 	}
 }
+
+func TestCorruptedPieceIsNeverServed(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	_, blks := readCAR(t, sampleCAR)
+	last := blks[len(blks)-1]
+	// Flip a byte inside the last block's data, after it was indexed.
+	path := filepath.Join(root, "pieces", pc+".car")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	car, _ := os.ReadFile(sampleCAR)
+	b[len(car)-3] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, root, 1, []string{pc, last.Cid().String(), "corrupt"}, "get", pc, last.Cid().String())
+	out := filepath.Join(t.TempDir(), "out.car")
+	fails(t, root, 1, []string{pc, last.Cid().String(), "corrupt"}, "export", pc, "-o", out)
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
+		t.Fatalf("a failed export left %d files behind", len(ents))
+	}
+	// Other blocks still read.
+	if got := ok(t, root, "get", pc, blks[0].Cid().String()).stdout; got != string(blks[0].RawData()) {
+		t.Fatal("an intact block of a damaged piece reads wrong")
+	}
+}

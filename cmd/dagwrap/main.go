@@ -108,17 +108,18 @@ use a root at a time.
 Exit codes: 0 success, 1 operational failure, 2 usage error.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
-			if !cmd.Flags().Changed("root") {
-				if env := os.Getenv(RootEnv); env != "" {
-					a.root = env
-				}
+		PersistentPreRun: func(*cobra.Command, []string) {
+			if a.root == "" {
+				a.root = os.Getenv(RootEnv)
+			}
+			if a.root == "" {
+				a.root = DefaultRoot
 			}
 		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentFlags().StringVar(&a.root, "root", DefaultRoot, "root folder (default $"+RootEnv+", else "+DefaultRoot+")")
+	root.PersistentFlags().StringVar(&a.root, "root", "", "root folder (default $"+RootEnv+", else "+DefaultRoot+")")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print JSON instead of text")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErrorf("%s: %v", c.CommandPath(), err)

@@ -33,6 +33,14 @@ var (
 	// accessors or is being initialised.
 	ErrShardInUse = errors.New("shard in use")
 
+	// ErrShardErrored is returned when initialising a shard that is
+	// errored: it needs a recovery instead.
+	ErrShardErrored = errors.New("shard is errored")
+
+	// ErrShardNotErrored is returned when recovering a shard that is not
+	// errored.
+	ErrShardNotErrored = errors.New("shard is not errored")
+
 	// ErrBlockNotFound is returned by GetPiecesContainingBlock when no
 	// registered piece holds the block.
 	ErrBlockNotFound = errors.New("no piece holds the block")

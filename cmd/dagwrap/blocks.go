@@ -1,0 +1,435 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	format "github.com/ipfs/go-ipld-format"
+	"github.com/ipld/go-car/v2/blockstore"
+	"github.com/multiformats/go-multihash"
+	"github.com/spf13/cobra"
+
+	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/piecedir"
+)
+
+func (a *app) importCmd() *cobra.Command {
+	var lazy bool
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "import FILE...",
+		Short: "Add CAR files to the piece folder and register them as shards",
+		Long: `import copies each CAR file into the piece folder as a piece (the CAR followed by
+zeros up to its unpadded piece size), computes its piece CID (CommP), registers
+it and indexes it (unless --lazy), then prints the piece CID, sizes, block
+count and root. Importing a piece again is harmless. The source files are
+never modified.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf("%s: want at least one CAR file (usage: %s)", cmd.CommandPath(), cmd.UseLine())
+			}
+			files = args
+			return nil
+		},
+		RunE: a.action(func(ctx context.Context, n *node) error {
+			type row struct {
+				File       string   `json:"file"`
+				PieceCID   string   `json:"piece_cid"`
+				PaddedSize uint64   `json:"piece_size"`
+				CARSize    uint64   `json:"car_size"`
+				Blocks     int      `json:"blocks"`
+				Roots      []string `json:"roots"`
+				Status     string   `json:"status"`
+			}
+			var rows []row
+			failed := 0
+			for _, f := range files {
+				p, status, err := a.importOne(ctx, n, f, !lazy)
+				if err != nil {
+					failed++
+					fmt.Fprintf(a.stderr, "dagwrap: %v\n", err)
+					continue
+				}
+				rows = append(rows, row{File: f, PieceCID: p.PieceCID.String(), PaddedSize: p.PaddedSize,
+					CARSize: p.CARSize, Blocks: p.Blocks, Roots: cidStrings(p.Roots), Status: status})
+			}
+			if a.json {
+				if rows == nil {
+					rows = []row{}
+				}
+				if err := a.printJSON(rows); err != nil {
+					return err
+				}
+			} else if len(rows) > 0 {
+				tw := a.table()
+				fmt.Fprintln(tw, "FILE\tPIECE CID\tPIECE SIZE\tCAR SIZE\tBLOCKS\tROOT\tSTATUS")
+				for _, r := range rows {
+					root := "-"
+					if len(r.Roots) > 0 {
+						root = r.Roots[0]
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.File, r.PieceCID, r.PaddedSize, r.CARSize, r.Blocks, root, r.Status)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d files failed to import", failed, len(files))
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVar(&lazy, "lazy", false, "register without indexing; the shard is indexed on first read or by init / init-all")
+	return cmd
+}
+
+// importOne imports one CAR and registers its piece. Its status says what
+// was new: "imported", "registered" (the folder had it) or "exists".
+func (a *app) importOne(ctx context.Context, n *node, file string, eager bool) (piecedir.Piece, string, error) {
+	p, existed, err := n.dir.Import(ctx, file)
+	if err != nil {
+		return piecedir.Piece{}, "", err
+	}
+	status := "imported"
+	if existed {
+		status = "registered"
+	}
+	err = n.w.RegisterShardSync(ctx, p.PieceCID, "", eager)
+	if errors.Is(err, dagwrap.ErrShardExists) {
+		si, err := n.w.ShardInfo(p.PieceCID)
+		if err != nil {
+			return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+		}
+		if si.Error != nil {
+			return piecedir.Piece{}, "", fmt.Errorf("import %s: piece %s is registered but %s: %v (run: dagwrap recover %s)",
+				file, p.PieceCID, dagwrap.StateName(si.State), si.Error, p.PieceCID)
+		}
+		return p, "exists", nil
+	}
+	if err != nil {
+		return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+	}
+	return p, status, nil
+}
+
+func (a *app) lookupCmd() *cobra.Command {
+	var bc cid.Cid
+	return &cobra.Command{
+		Use:   "lookup BLOCKCID",
+		Short: "List the pieces that hold a block",
+		Args:  positional(1, blockArg(&bc)),
+		RunE: a.action(func(_ context.Context, n *node) error {
+			pieces, err := n.w.GetPiecesContainingBlock(bc)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"block_cid": bc.String(), "pieces": cidStrings(pieces)})
+			}
+			for _, pc := range pieces {
+				fmt.Fprintln(a.stdout, pc)
+			}
+			return nil
+		}),
+	}
+}
+
+func (a *app) getCmd() *cobra.Command {
+	var pc, bc cid.Cid
+	var rootBlock bool
+	var out string
+	cmd := &cobra.Command{
+		Use:   "get PIECE [BLOCKCID]",
+		Short: "Read one block of a piece, checked against its CID",
+		Long: `get reads a block of a piece and writes its bytes to stdout, or to -o FILE. The
+block is located through the piece's index and its bytes are hashed and
+checked against the CID before anything is written. --root-block reads the
+first root of the piece's CAR, so no block CID needs to be known.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := positional(1, pieceArg(&pc), blockArg(&bc))(cmd, args); err != nil {
+				return err
+			}
+			if (len(args) == 2) == rootBlock {
+				return usageErrorf("%s: give either a BLOCKCID or --root-block", cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: a.action(func(ctx context.Context, n *node) error {
+			if rootBlock {
+				roots, err := pieceRoots(n, pc)
+				if err != nil {
+					return err
+				}
+				bc = roots[0]
+			}
+			blk, err := readBlock(ctx, n, pc, bc)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				_, err = a.stdout.Write(blk.RawData())
+				return err
+			}
+			return writeFileAtomic(out, blk.RawData())
+		}),
+	}
+	cmd.Flags().BoolVar(&rootBlock, "root-block", false, "read the first root block of the piece's CAR")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write the block to this file instead of stdout")
+	return cmd
+}
+
+// pieceRoots returns the roots of the piece's CAR, from the piece folder.
+func pieceRoots(n *node, pc cid.Cid) ([]cid.Cid, error) {
+	if _, err := n.shard(pc); err != nil {
+		return nil, err
+	}
+	p, err := n.dir.Piece(pc)
+	if err != nil {
+		return nil, fmt.Errorf("piece %s: roots unknown: %w", pc, err)
+	}
+	if len(p.Roots) == 0 {
+		return nil, fmt.Errorf("piece %s: its CAR has no root", pc)
+	}
+	return p.Roots, nil
+}
+
+// loadShard opens the piece's blockstore. Unlike Wrapper.LoadShard it
+// never registers an unknown piece: an operator's typo must not leave a
+// shard behind.
+func loadShard(ctx context.Context, n *node, pc cid.Cid) (dagwrap.ClosableBlockstore, error) {
+	if _, err := n.shard(pc); err != nil {
+		return nil, err
+	}
+	return n.w.LoadShard(ctx, pc)
+}
+
+func readBlock(ctx context.Context, n *node, pc, bc cid.Cid) (blocks.Block, error) {
+	bs, err := loadShard(ctx, n, pc)
+	if err != nil {
+		return nil, err
+	}
+	defer bs.Close()
+	blk, err := bs.Get(ctx, bc)
+	if format.IsNotFound(err) {
+		return nil, fmt.Errorf("piece %s does not hold block %s", pc, bc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := verify(blk); err != nil {
+		return nil, fmt.Errorf("piece %s: %w", pc, err)
+	}
+	return blk, nil
+}
+
+// verify hashes the block's bytes and compares them with its CID.
+func verify(b blocks.Block) error {
+	got, err := b.Cid().Prefix().Sum(b.RawData())
+	if err != nil {
+		return fmt.Errorf("block %s: hash: %w", b.Cid(), err)
+	}
+	if !got.Equals(b.Cid()) {
+		return fmt.Errorf("block %s: bytes hash to %s: the data is corrupt", b.Cid(), got)
+	}
+	return nil
+}
+
+func (a *app) exportCmd() *cobra.Command {
+	var pc cid.Cid
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export PIECE -o FILE",
+		Short: "Write a piece's blocks back out as a CARv1, checked against its index",
+		Long: `export writes every block of the piece to a CARv1 file with the piece CAR's
+roots. Each block's bytes are checked against its CID, and the blocks written
+must be exactly those the piece's index lists.`,
+		Args: positional(1, pieceArg(&pc)),
+		RunE: a.action(func(ctx context.Context, n *node) error {
+			count, err := exportPiece(ctx, n, pc, out)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"piece_cid": pc.String(), "file": out, "blocks": count})
+			}
+			fmt.Fprintf(a.stdout, "exported %d blocks of piece %s to %s\n", count, pc, out)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the CAR file to write (required)")
+	_ = cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+// exportPiece writes the piece's blocks as a CARv1 at path, replacing it
+// only once the whole CAR is written and checked.
+//
+// It is driven by the piece's index: every block is read at the offset the
+// index gives, its CID must carry the indexed multihash and its bytes must
+// hash to its CID. (The shard's blockstore cannot be walked instead: it
+// yields raw-codec CIDs, keyed by multihash only.) Blocks come out in the
+// order of the piece, each once.
+func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (int, error) {
+	roots, err := pieceRoots(n, pc)
+	if err != nil {
+		return 0, err
+	}
+	// Index a lazily registered shard first; an available one is left as is.
+	if err := n.w.InitShard(ctx, pc); err != nil {
+		return 0, err
+	}
+	idx, err := n.w.GetIterableIndexForPiece(pc)
+	if err != nil {
+		return 0, err
+	}
+	type entry struct {
+		mh     multihash.Multihash
+		offset uint64
+	}
+	var entries []entry
+	seen := make(map[string]bool)
+	if err := idx.ForEach(func(mh multihash.Multihash, off uint64) error {
+		if !seen[string(mh)] {
+			seen[string(mh)] = true
+			entries = append(entries, entry{mh, off})
+		}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("piece %s: read index: %w", pc, err)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].offset < entries[j].offset })
+
+	piece, err := n.dir.FetchUnsealedPiece(ctx, pc)
+	if err != nil {
+		return 0, err
+	}
+	defer piece.Close()
+
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return 0, fmt.Errorf("create %s: %w", path, err)
+	}
+	tmpPath := tmp.Name()
+	// The CAR writer creates its own file: it would resume an existing one.
+	_ = tmp.Close()
+	_ = os.Remove(tmpPath)
+	defer os.Remove(tmpPath) // no-op once renamed
+	w, err := blockstore.OpenReadWrite(tmpPath, roots, blockstore.WriteAsCarV1(true), blockstore.UseWholeCIDs(true))
+	if err != nil {
+		return 0, fmt.Errorf("create %s: %w", path, err)
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			w.Discard()
+			return 0, err
+		}
+		blk, err := readSection(piece, e.offset)
+		if err == nil && !bytes.Equal(blk.Cid().Hash(), e.mh) {
+			err = fmt.Errorf("the index says block %s is at offset %d, but %s is there", e.mh.B58String(), e.offset, blk.Cid())
+		}
+		if err == nil {
+			err = verify(blk)
+		}
+		if err == nil {
+			err = w.Put(ctx, blk)
+		}
+		if err != nil {
+			w.Discard()
+			return 0, fmt.Errorf("piece %s: %w", pc, err)
+		}
+	}
+	if err := w.Finalize(); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := syncFile(tmpPath); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmpPath, path); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := syncDirOf(path); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	return len(entries), nil
+}
+
+// maxSection bounds one CAR section, as the dagstore's CAR reader does.
+const maxSection = 32 << 20
+
+// readSection reads the CAR section (length, CID, data) at offset.
+func readSection(r io.ReaderAt, offset uint64) (blocks.Block, error) {
+	br := bufio.NewReader(io.NewSectionReader(r, int64(offset), maxSection+binary.MaxVarintLen64))
+	length, err := binary.ReadUvarint(br)
+	if err != nil {
+		return nil, fmt.Errorf("section at offset %d: length: %w", offset, err)
+	}
+	if length == 0 || length > maxSection {
+		return nil, fmt.Errorf("section at offset %d: bad length %d", offset, length)
+	}
+	n, c, err := cid.CidFromReader(br)
+	if err != nil {
+		return nil, fmt.Errorf("section at offset %d: CID: %w", offset, err)
+	}
+	if uint64(n) > length {
+		return nil, fmt.Errorf("section at offset %d: CID longer than the section", offset)
+	}
+	data := make([]byte, length-uint64(n))
+	if _, err := io.ReadFull(br, data); err != nil {
+		return nil, fmt.Errorf("section at offset %d: block %s: %w", offset, c, err)
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+// writeFileAtomic writes a file durably, replacing any old one only once
+// the new content is complete.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op once renamed
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDirOf(path)
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncDirOf(path string) error {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,662 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/blockstore"
+	"github.com/multiformats/go-multihash"
+
+	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/piecedir"
+)
+
+const (
+	sampleCAR  = "../../testdata/sample.car"
+	paddedCAR  = "../../testdata/padded.car"
+	corruptCAR = "../../testdata/corrupt.car"
+)
+
+// bin is the dagwrap binary, built once for the whole test run.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dagwrap-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "dagwrap")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building dagwrap:", err)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// runIn runs the binary in dir with extra environment; the root is left to
+// the command's defaults.
+func runIn(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
+	// A bound on a hung command only; no assertion depends on time.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	// A race-enabled binary sleeps a second at exit unless told not to;
+	// a race it finds makes it exit 66, which fails the test.
+	cmd.Env = append(withoutRootEnv(), "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(cmd.Env, env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		res.code = exit.ExitCode()
+	default:
+		t.Fatalf("dagwrap %v: %v", args, err)
+	}
+	return res
+}
+
+func withoutRootEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, RootEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// dw runs the binary on root, from this package's folder.
+func dw(t *testing.T, root string, args ...string) result {
+	t.Helper()
+	return runIn(t, "", nil, append([]string{"--root", root}, args...)...)
+}
+
+// ok runs the binary on root and fails the test unless it exits 0.
+func ok(t *testing.T, root string, args ...string) result {
+	t.Helper()
+	r := dw(t, root, args...)
+	if r.code != 0 {
+		t.Fatalf("dagwrap %v: exit %d\nstdout: %s\nstderr: %s", args, r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// fails runs the binary on root and checks its exit code and that stderr
+// holds every one of want.
+func fails(t *testing.T, root string, code int, want []string, args ...string) result {
+	t.Helper()
+	r := dw(t, root, args...)
+	if r.code != code {
+		t.Fatalf("dagwrap %v: exit %d, want %d\nstdout: %s\nstderr: %s", args, r.code, code, r.stdout, r.stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Fatalf("dagwrap %v: stderr %q does not mention %q", args, r.stderr, w)
+		}
+	}
+	return r
+}
+
+func decode(t *testing.T, r result, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, r.stdout)
+	}
+}
+
+// pieceCID is the CommP of a file, computed here independently.
+func pieceCID(t *testing.T, path string) cid.Cid {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp commp.Calc
+	if _, err := cp.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	digest, _, err := cp.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh)
+}
+
+// readCAR returns a CAR's roots and blocks.
+func readCAR(t *testing.T, path string) ([]cid.Cid, []blocks.Block) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []blocks.Block
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			return br.Roots, out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+}
+
+// makeCAR writes a CARv1 of n random blocks, distinct per seed.
+func makeCAR(t *testing.T, dir string, seed int64, n int) string {
+	t.Helper()
+	rng := rand.New(rand.NewSource(seed))
+	path := filepath.Join(dir, fmt.Sprintf("gen-%d.car", seed))
+	var blks []blocks.Block
+	for i := 0; i < n; i++ {
+		data := make([]byte, 100+rng.Intn(400))
+		rng.Read(data)
+		mh, _ := multihash.Sum(data, multihash.SHA2_256, -1)
+		b, _ := blocks.NewBlockWithCid(data, cid.NewCidV1(cid.Raw, mh))
+		blks = append(blks, b)
+	}
+	bs, err := blockstore.OpenReadWrite(path, []cid.Cid{blks[0].Cid()}, blockstore.WriteAsCarV1(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blks {
+		if err := bs.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bs.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type importRow struct {
+	File      string   `json:"file"`
+	PieceCID  string   `json:"piece_cid"`
+	PieceSize uint64   `json:"piece_size"`
+	CARSize   uint64   `json:"car_size"`
+	Blocks    int      `json:"blocks"`
+	Roots     []string `json:"roots"`
+	Status    string   `json:"status"`
+}
+
+type shardRow struct {
+	PieceCID string `json:"piece_cid"`
+	State    string `json:"state"`
+	Error    string `json:"error"`
+}
+
+func listShards(t *testing.T, root string, args ...string) []shardRow {
+	t.Helper()
+	var rows []shardRow
+	decode(t, ok(t, root, append([]string{"list", "--json"}, args...)...), &rows)
+	return rows
+}
+
+func TestImportListLookupGetExport(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	var rows []importRow
+	decode(t, ok(t, root, "import", "--json", sampleCAR, paddedCAR), &rows)
+	cars := []string{sampleCAR, paddedCAR}
+	if len(rows) != 2 {
+		t.Fatalf("import printed %+v", rows)
+	}
+	for i, car := range cars {
+		want := pieceCID(t, car)
+		roots, blks := readCAR(t, car)
+		r := rows[i]
+		if r.PieceCID != want.String() || r.Blocks != len(blks) || r.Roots[0] != roots[0].String() || r.Status != "imported" {
+			t.Fatalf("%s: import row %+v, want piece %s, %d blocks, root %s", car, r, want, len(blks), roots[0])
+		}
+	}
+	if rows[0].PieceSize != 32768 || rows[1].PieceSize != 65536 {
+		t.Fatalf("piece sizes %d, %d", rows[0].PieceSize, rows[1].PieceSize)
+	}
+
+	// Text output names the same pieces.
+	text := ok(t, root, "list").stdout
+	shards := listShards(t, root)
+	if len(shards) != 2 {
+		t.Fatalf("list: %+v", shards)
+	}
+	for _, s := range shards {
+		if s.State != "available" || !strings.Contains(text, s.PieceCID) {
+			t.Fatalf("shard %+v; text list:\n%s", s, text)
+		}
+	}
+	quiet := strings.Fields(ok(t, root, "list", "-q").stdout)
+	if len(quiet) != 2 || quiet[0] != shards[0].PieceCID || quiet[1] != shards[1].PieceCID {
+		t.Fatalf("list -q: %v", quiet)
+	}
+
+	// Importing again changes nothing.
+	decode(t, ok(t, root, "import", "--json", sampleCAR), &rows)
+	if rows[0].Status != "exists" || len(listShards(t, root)) != 2 {
+		t.Fatalf("second import: %+v", rows)
+	}
+
+	for _, car := range cars {
+		pc := pieceCID(t, car).String()
+		roots, blks := readCAR(t, car)
+
+		// lookup, as text and JSON
+		var lk struct {
+			BlockCID string   `json:"block_cid"`
+			Pieces   []string `json:"pieces"`
+		}
+		b := blks[len(blks)/2]
+		decode(t, ok(t, root, "lookup", "--json", b.Cid().String()), &lk)
+		if lk.BlockCID != b.Cid().String() || len(lk.Pieces) != 1 || lk.Pieces[0] != pc {
+			t.Fatalf("%s: lookup %s = %+v, want [%s]", car, b.Cid(), lk, pc)
+		}
+		if got := strings.TrimSpace(ok(t, root, "lookup", b.Cid().String()).stdout); got != pc {
+			t.Fatalf("%s: lookup text %q", car, got)
+		}
+
+		// get: a few blocks to stdout, one to a file, the root block by flag
+		for _, b := range []blocks.Block{blks[0], blks[1], blks[len(blks)-1]} {
+			if got := ok(t, root, "get", pc, b.Cid().String()).stdout; got != string(b.RawData()) {
+				t.Fatalf("%s: get %s returned %d bytes that differ from the CAR's", car, b.Cid(), len(got))
+			}
+		}
+		out := filepath.Join(t.TempDir(), "block.bin")
+		ok(t, root, "get", pc, blks[2].Cid().String(), "-o", out)
+		if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, blks[2].RawData()) {
+			t.Fatalf("%s: get -o wrote different bytes: %v", car, err)
+		}
+		if got := ok(t, root, "get", "--root-block", pc).stdout; got != string(blks[0].RawData()) || !blks[0].Cid().Equals(roots[0]) {
+			t.Fatalf("%s: get --root-block returned other bytes", car)
+		}
+
+		// export round-trips to the same roots and block set
+		exported := filepath.Join(t.TempDir(), "out.car")
+		r := ok(t, root, "export", pc, "-o", exported)
+		if !strings.Contains(r.stdout, fmt.Sprintf("exported %d blocks", len(blks))) {
+			t.Fatalf("%s: export said %q", car, r.stdout)
+		}
+		gotRoots, got := readCAR(t, exported)
+		if len(gotRoots) != 1 || !gotRoots[0].Equals(roots[0]) {
+			t.Fatalf("%s: exported roots %v, want %v", car, gotRoots, roots)
+		}
+		if blockSet(got) != blockSet(blks) {
+			t.Fatalf("%s: exported blocks differ from the CAR's", car)
+		}
+
+		// info, as JSON
+		var info struct {
+			State       string `json:"state"`
+			Indexed     bool   `json:"indexed"`
+			IndexBlocks int    `json:"index_blocks"`
+			IndexSize   int64  `json:"index_size"`
+			CARBlocks   int    `json:"car_blocks"`
+		}
+		decode(t, ok(t, root, "info", "--json", pc), &info)
+		if info.State != "available" || !info.Indexed || info.IndexBlocks != len(blks) || info.CARBlocks != len(blks) || info.IndexSize <= 0 {
+			t.Fatalf("%s: info %+v", car, info)
+		}
+	}
+}
+
+// blockSet renders a set of blocks (CID and bytes) comparably.
+func blockSet(bs []blocks.Block) string {
+	var keys []string
+	for _, b := range bs {
+		keys = append(keys, b.Cid().String()+"="+fmt.Sprintf("%x", b.RawData()))
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, "\n")
+}
+
+func TestInitAllWithConcurrency(t *testing.T) {
+	root := t.TempDir()
+	src := t.TempDir()
+	var files []string
+	for i := 0; i < 6; i++ {
+		files = append(files, makeCAR(t, src, int64(i), 8))
+	}
+	ok(t, root, append([]string{"import", "--lazy"}, files...)...)
+	if n := len(listShards(t, root, "--state", "new")); n != 6 {
+		t.Fatalf("%d new shards after a lazy import, want 6", n)
+	}
+	r := ok(t, root, "init-all", "--concurrency", "3")
+	// Not a terminal: plain progress lines, ending complete.
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if len(lines) != 7 || lines[0] != "progress: 0/6 (initialised 0, failed 0, skipped 0)" ||
+		lines[6] != "progress: 6/6 (initialised 6, failed 0, skipped 0)" {
+		t.Fatalf("progress lines:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stdout, "initialised 6, failed 0") {
+		t.Fatalf("summary: %q", r.stdout)
+	}
+	if n := len(listShards(t, root, "--state", "available")); n != 6 {
+		t.Fatalf("%d available shards after init-all, want 6", n)
+	}
+	// --metrics-addr serves Prometheus metrics while the command runs.
+	r = ok(t, root, "init-all", "--metrics-addr", "127.0.0.1:0")
+	if !strings.Contains(r.stderr, "metrics at http://127.0.0.1:") {
+		t.Fatalf("init-all --metrics-addr did not serve metrics: %s", r.stderr)
+	}
+	fails(t, root, 1, []string{"--metrics-addr"}, "init-all", "--metrics-addr", "256.0.0.1:1")
+	var res struct {
+		Initialized []string `json:"initialized"`
+	}
+	decode(t, ok(t, root, "init-all", "--json"), &res)
+	if len(res.Initialized) != 0 {
+		t.Fatalf("second init-all initialised %v", res.Initialized)
+	}
+	// A lazily imported piece is indexed by init too, and can then be read.
+	pc := pieceCID(t, sampleCAR).String()
+	ok(t, root, "import", "--lazy", sampleCAR)
+	if r := ok(t, root, "init", pc); !strings.Contains(r.stdout, "40 blocks indexed") {
+		t.Fatalf("init: %q", r.stdout)
+	}
+}
+
+func TestDestroy(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR, paddedCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	_, blks := readCAR(t, sampleCAR)
+	if r := ok(t, root, "destroy", pc); !strings.Contains(r.stdout, pc) {
+		t.Fatalf("destroy said %q", r.stdout)
+	}
+	shards := listShards(t, root)
+	if len(shards) != 1 || shards[0].PieceCID == pc {
+		t.Fatalf("after destroy: %+v", shards)
+	}
+	fails(t, root, 1, []string{blks[3].Cid().String(), "no piece holds"}, "lookup", blks[3].Cid().String())
+	fails(t, root, 1, []string{pc, "not registered"}, "get", pc, blks[3].Cid().String())
+	fails(t, root, 1, []string{pc, "not registered"}, "destroy", pc)
+	if _, err := os.Stat(filepath.Join(root, "pieces", pc+".car")); err != nil {
+		t.Fatalf("destroy without --remove-piece removed the piece: %v", err)
+	}
+	// Importing it again brings it back.
+	ok(t, root, "import", sampleCAR)
+	if got := ok(t, root, "get", pc, blks[3].Cid().String()).stdout; got != string(blks[3].RawData()) {
+		t.Fatal("piece imported again serves other bytes")
+	}
+	ok(t, root, "destroy", "--remove-piece", pc)
+	if _, err := os.Stat(filepath.Join(root, "pieces", pc+".car")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("--remove-piece left the file: %v", err)
+	}
+}
+
+func TestRecoverAndGC(t *testing.T) {
+	root := t.TempDir()
+	src := t.TempDir()
+	a, b := makeCAR(t, src, 1, 10), makeCAR(t, src, 2, 10)
+	ok(t, root, "import", "--lazy", a, b)
+	pa, pb := pieceCID(t, a).String(), pieceCID(t, b).String()
+	// Garble both piece files, keeping their size, so indexing fails.
+	saved := map[string][]byte{}
+	for _, pc := range []string{pa, pb} {
+		path := filepath.Join(root, "pieces", pc+".car")
+		good, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved[path] = good
+		bad := append([]byte{}, good...)
+		for i := 60; i < 200; i++ {
+			bad[i] = 0xff
+		}
+		if err := os.WriteFile(path, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fails(t, root, 1, []string{pa}, "init", pa)
+	r := fails(t, root, 1, []string{pb}, "init-all")
+	if !strings.Contains(r.stdout, "failed 1") {
+		t.Fatalf("init-all summary %q", r.stdout)
+	}
+	errored := listShards(t, root, "--state", "errored")
+	if len(errored) != 2 || errored[0].Error == "" {
+		t.Fatalf("errored shards: %+v", errored)
+	}
+	fails(t, root, 1, []string{pa}, "recover", pa) // still corrupt
+	for path, good := range saved {
+		if err := os.WriteFile(path, good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := ok(t, root, "recover", pa); !strings.Contains(r.stdout, "recovered piece "+pa) {
+		t.Fatalf("recover said %q", r.stdout)
+	}
+	var res struct {
+		Recovered []string `json:"recovered"`
+		Failed    []any    `json:"failed"`
+	}
+	decode(t, ok(t, root, "recover-all", "--json"), &res)
+	if len(res.Recovered) != 1 || res.Recovered[0] != pb || len(res.Failed) != 0 {
+		t.Fatalf("recover-all: %+v", res)
+	}
+	if n := len(listShards(t, root, "--state", "available")); n != 2 {
+		t.Fatalf("%d available after recovery, want 2", n)
+	}
+	fails(t, root, 1, []string{pa, "not errored"}, "recover", pa)
+	// Pieces are read in place: there are no transients to reclaim.
+	var gc struct {
+		Reclaimed []any `json:"reclaimed"`
+		Bytes     int64 `json:"bytes"`
+	}
+	decode(t, ok(t, root, "gc", "--json"), &gc)
+	if len(gc.Reclaimed) != 0 || gc.Bytes != 0 {
+		t.Fatalf("gc: %+v", gc)
+	}
+}
+
+func TestErrorPaths(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	unknown := pieceCID(t, paddedCAR).String()
+	_, blks := readCAR(t, sampleCAR)
+	_, other := readCAR(t, paddedCAR)
+
+	// Unknown pieces and blocks: operational failures naming them.
+	for _, args := range [][]string{{"info", unknown}, {"init", unknown}, {"recover", unknown},
+		{"get", unknown, blks[0].Cid().String()}, {"export", unknown, "-o", filepath.Join(t.TempDir(), "x.car")}, {"destroy", unknown}} {
+		fails(t, root, 1, []string{unknown, "not registered"}, args...)
+	}
+	fails(t, root, 1, []string{"no piece holds"}, "lookup", other[0].Cid().String())
+	fails(t, root, 1, []string{pc, other[0].Cid().String(), "does not hold"}, "get", pc, other[0].Cid().String())
+	if n := len(listShards(t, root)); n != 1 {
+		t.Fatalf("failed commands registered pieces: %d shards", n)
+	}
+
+	// Bad CIDs and bad command lines: usage errors.
+	fails(t, root, 2, []string{`bad piece CID "not-a-cid"`}, "info", "not-a-cid")
+	fails(t, root, 2, []string{"not a piece CID"}, "info", blks[0].Cid().String())
+	fails(t, root, 2, []string{`bad block CID "zzz"`}, "lookup", "zzz")
+	fails(t, root, 2, []string{`bad block CID`}, "get", pc, "bafy-broken")
+	fails(t, root, 2, []string{"want 1 arguments, got 0"}, "info")
+	fails(t, root, 2, []string{"BLOCKCID or --root-block"}, "get", pc)
+	fails(t, root, 2, []string{`"output" not set`}, "export", pc)
+	fails(t, root, 2, []string{"unknown command"}, "frobnicate")
+	fails(t, root, 2, []string{"unknown flag"}, "list", "--frob")
+	fails(t, root, 2, []string{"--concurrency must be at least 1"}, "init-all", "--concurrency", "0")
+	fails(t, root, 2, []string{`unknown shard state "broken"`}, "list", "--state", "broken")
+	fails(t, root, 2, []string{"at least one CAR file"}, "import")
+
+	// A corrupt CAR is rejected whole, naming the file and its piece.
+	r := fails(t, root, 1, []string{"corrupt.car", pieceCID(t, corruptCAR).String(), "block 20"}, "import", corruptCAR)
+	if r.stdout != "" {
+		t.Fatalf("a failed import printed %q", r.stdout)
+	}
+	if n := len(listShards(t, root)); n != 1 {
+		t.Fatalf("a corrupt CAR was registered: %d shards", n)
+	}
+	// One bad file does not stop the others.
+	r = fails(t, root, 1, []string{"corrupt.car", "1 of 2 files failed"}, "import", corruptCAR, paddedCAR)
+	if !strings.Contains(r.stdout, unknown) {
+		t.Fatalf("the good file of a mixed import was not imported: %q", r.stdout)
+	}
+
+	// A bad deals file names itself.
+	deals := filepath.Join(t.TempDir(), "deals.json")
+	if err := os.WriteFile(deals, []byte(`[{"deal_id": 7, "piece_cid": "nope"}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, root, 1, []string{"deals.json", "deal 7", "nope"}, "migrate", "--deals", deals)
+}
+
+func TestLockedRoot(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	// This process holds the root, as a running node would.
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, piecedir.New(filepath.Join(root, "pieces")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"list"}, {"import", paddedCAR}, {"gc"}} {
+		fails(t, root, 1, []string{root, "in use by another process"}, args...)
+	}
+	// A usage error is still a usage error.
+	fails(t, root, 2, []string{"bad piece CID"}, "info", "x")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(listShards(t, root)); n != 1 {
+		t.Fatalf("after the lock is released: %d shards", n)
+	}
+}
+
+func TestDefaultRoot(t *testing.T) {
+	cwd := t.TempDir()
+	if r := runIn(t, cwd, nil, "import", sampleCAR0(t)); r.code != 0 {
+		t.Fatalf("import on the default root: %d %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(cwd, DefaultRoot, "pieces")); err != nil {
+		t.Fatalf("default root not used: %v", err)
+	}
+	envRoot := filepath.Join(t.TempDir(), "env-root")
+	if r := runIn(t, cwd, []string{RootEnv + "=" + envRoot}, "list", "-q"); r.code != 0 || r.stdout != "" {
+		t.Fatalf("list on $%s: %d %q %s", RootEnv, r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(envRoot); err != nil {
+		t.Fatalf("$%s not used: %v", RootEnv, err)
+	}
+	// --root wins over the environment.
+	r := runIn(t, cwd, []string{RootEnv + "=" + envRoot}, "--root", filepath.Join(cwd, DefaultRoot), "list", "-q")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != pieceCID(t, sampleCAR).String() {
+		t.Fatalf("--root over $%s: %d %q %s", RootEnv, r.code, r.stdout, r.stderr)
+	}
+}
+
+// sampleCAR0 is sampleCAR as an absolute path, for commands run elsewhere.
+func sampleCAR0(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs(sampleCAR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestMigrate(t *testing.T) {
+	root := t.TempDir()
+	// A piece placed in the piece folder by hand is adopted on start.
+	if err := os.MkdirAll(filepath.Join(root, "pieces"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	car, _ := os.ReadFile(paddedCAR)
+	if err := os.WriteFile(filepath.Join(root, "pieces", "deal-5.car"), car, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pc := pieceCID(t, paddedCAR).String()
+	deals := filepath.Join(t.TempDir(), "deals.json")
+	body := `[{"deal_id": 5, "piece_cid": "` + pc + `"}, {"deal_id": 6, "piece_cid": "` + pc + `", "handed_off": false}]`
+	if err := os.WriteFile(deals, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := ok(t, root, "migrate", "--deals", deals); !strings.Contains(r.stdout, "migrated 2 deals") {
+		t.Fatalf("migrate said %q", r.stdout)
+	}
+	shards := listShards(t, root)
+	if len(shards) != 1 || shards[0].PieceCID != pc || shards[0].State != "new" {
+		t.Fatalf("after migrate: %+v", shards)
+	}
+	if r := ok(t, root, "migrate", "--deals", deals); !strings.Contains(r.stdout, "already migrated") {
+		t.Fatalf("second migrate said %q", r.stdout)
+	}
+	ok(t, root, "init-all")
+	_, blks := readCAR(t, paddedCAR)
+	if got := ok(t, root, "get", pc, blks[5].Cid().String()).stdout; got != string(blks[5].RawData()) {
+		t.Fatal("migrated piece serves other bytes")
+	}
+}
+
+func TestCorruptedPieceIsNeverServed(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	_, blks := readCAR(t, sampleCAR)
+	last := blks[len(blks)-1]
+	// Flip a byte inside the last block's data, after it was indexed.
+	path := filepath.Join(root, "pieces", pc+".car")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	car, _ := os.ReadFile(sampleCAR)
+	b[len(car)-3] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, root, 1, []string{pc, last.Cid().String(), "corrupt"}, "get", pc, last.Cid().String())
+	out := filepath.Join(t.TempDir(), "out.car")
+	fails(t, root, 1, []string{pc, last.Cid().String(), "corrupt"}, "export", pc, "-o", out)
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
+		t.Fatalf("a failed export left %d files behind", len(ents))
+	}
+	// Other blocks still read.
+	if got := ok(t, root, "get", pc, blks[0].Cid().String()).stdout; got != string(blks[0].RawData()) {
+		t.Fatal("an intact block of a damaged piece reads wrong")
+	}
+}

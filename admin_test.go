@@ -468,3 +468,29 @@ func TestStateNamesRoundTrip(t *testing.T) {
 		t.Fatal("unknown state name")
 	}
 }
+
+func TestManualRecoveryRearmsAutomaticRecovery(t *testing.T) {
+	api := newFakeAPI(true)
+	w := openWrapper(t, t.TempDir(), api)
+	pc := api.addPiece(t, "testdata/sample.car")
+	api.failNext.Store(2) // the registration and its automatic recovery
+	if err := w.RegisterShardSync(context.Background(), pc, "", true); err == nil {
+		t.Fatal("registration with a failing fetch succeeded")
+	}
+	waitFor(t, "the automatic recovery to fail", func() bool {
+		info, _ := w.ShardInfo(pc)
+		return api.fetches.Load() == 2 && info.State == dagstore.ShardStateErrored
+	})
+	if err := w.RecoverShard(context.Background(), pc); err != nil {
+		t.Fatal(err)
+	}
+	// It fails again later: it gets a new automatic recovery.
+	api.failNext.Store(1)
+	if _, err := w.LoadShard(context.Background(), pc); err == nil {
+		t.Fatal("load with a failing fetch succeeded")
+	}
+	waitFor(t, "the re-armed automatic recovery", func() bool {
+		info, _ := w.ShardInfo(pc)
+		return info.State == dagstore.ShardStateAvailable
+	})
+}

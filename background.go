@@ -8,15 +8,22 @@ import (
 	"github.com/filecoin-project/dagstore/shard"
 )
 
-// traceLoop logs every dagstore event at debug level. It drains until the
-// dagstore has closed: the event loop blocks on an undrained trace channel,
-// and so would Close.
-func (w *Wrapper) traceLoop() {
+// traceLoop logs every dagstore event at debug level, and tells
+// recoveryLoop of every shard that became available (however it recovered).
+// It drains until the dagstore has closed: the event loop blocks on an
+// undrained trace channel, and so would Close.
+func (w *Wrapper) traceLoop(available chan<- shard.Key) {
 	defer w.wg.Done()
 	for {
 		select {
 		case t := <-w.traceCh:
 			w.m.trace(t)
+			if t.Op == dagstore.OpShardMakeAvailable {
+				select {
+				case available <- t.Key:
+				default: // recoveryLoop is busy; the shard just stays disarmed
+				}
+			}
 			w.traceLog.Debugw("shard event", "piece", t.Key, "op", t.Op.String(),
 				"state", t.After.ShardState.String(), "error", t.After.Error)
 		case <-w.dagstClosed:
@@ -27,11 +34,12 @@ func (w *Wrapper) traceLoop() {
 
 // recoveryLoop gives each shard failure one automatic recovery attempt: a
 // shard whose recovery fails stays errored until an operator (or the next
-// acquire after a restart) recovers it; a successful recovery re-arms it.
+// acquire after a restart) recovers it; a shard that becomes available
+// again, by any recovery, is re-armed.
 // Like traceLoop it drains failures until the dagstore has closed, and it
 // never calls into the dagstore itself, so it cannot block the event loop:
 // recoverWorker queues the recoveries.
-func (w *Wrapper) recoveryLoop(recoverCh chan<- shard.Key, results <-chan dagstore.ShardResult) {
+func (w *Wrapper) recoveryLoop(recoverCh chan<- shard.Key, results <-chan dagstore.ShardResult, available <-chan shard.Key) {
 	defer w.wg.Done()
 	attempted := make(map[shard.Key]bool)
 	var queue []shard.Key
@@ -52,10 +60,11 @@ func (w *Wrapper) recoveryLoop(recoverCh chan<- shard.Key, results <-chan dagsto
 			queue = append(queue, f.Key)
 		case out <- next:
 			queue = queue[1:]
+		case k := <-available:
+			delete(attempted, k)
 		case r := <-results:
 			if r.Error == nil {
 				w.log.Infow("shard recovered", "piece", r.Key)
-				delete(attempted, r.Key)
 			} else {
 				w.log.Warnw("shard recovery failed", "piece", r.Key, "error", r.Error)
 			}

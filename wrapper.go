@@ -253,9 +253,10 @@ func (w *Wrapper) Start(ctx context.Context) error {
 	// The drains must run before the dagstore starts: restoring queues work
 	// whose events would otherwise block the event loop, and Start with it.
 	w.wg.Add(4)
-	go w.traceLoop()
 	recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
-	go w.recoveryLoop(recoverCh, recovered)
+	available := make(chan shard.Key, 128)
+	go w.traceLoop(available)
+	go w.recoveryLoop(recoverCh, recovered, available)
 	go w.recoverWorker(recoverCh, recovered)
 	go w.gcLoop()
 	w.state = started

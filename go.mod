@@ -3,6 +3,7 @@ module github.com/spstack/dagwrap
 go 1.26.8
 
 require (
+	github.com/dustin/go-humanize v1.0.1
 	github.com/filecoin-project/dagstore v0.7.0
 	github.com/filecoin-project/go-fil-commp-hashhash v0.2.0
 	github.com/ipfs/go-block-format v0.0.3
@@ -15,6 +16,8 @@ require (
 	github.com/ipfs/go-metrics-interface v0.3.0
 	github.com/ipfs/go-metrics-prometheus v0.1.0
 	github.com/ipld/go-car/v2 v2.4.1
+	github.com/ipld/go-codec-dagpb v1.3.1
+	github.com/ipld/go-ipld-prime v0.16.0
 	github.com/multiformats/go-multihash v0.2.1
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
@@ -22,6 +25,7 @@ require (
 	github.com/spf13/cobra v1.10.2
 	github.com/syndtr/goleveldb v1.0.0
 	go.uber.org/fx v1.24.0
+	golang.org/x/exp v0.0.0-20210714144626-1041f73d31d8
 	golang.org/x/term v0.44.0
 )
 
@@ -46,8 +50,6 @@ require (
 	github.com/ipfs/go-log v1.0.5 // indirect
 	github.com/ipfs/go-merkledag v0.8.1 // indirect
 	github.com/ipfs/go-verifcid v0.0.1 // indirect
-	github.com/ipld/go-codec-dagpb v1.3.1 // indirect
-	github.com/ipld/go-ipld-prime v0.16.0 // indirect
 	github.com/jbenet/goprocess v0.1.4 // indirect
 	github.com/klauspost/cpuid/v2 v2.2.4 // indirect
 	github.com/mattn/go-isatty v0.0.22 // indirect
@@ -78,7 +80,6 @@ require (
 	go.uber.org/zap v1.27.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/crypto v0.0.0-20220525230936-793ad666bf5e // indirect
-	golang.org/x/exp v0.0.0-20210714144626-1041f73d31d8 // indirect
 	golang.org/x/sys v0.46.0 // indirect
 	golang.org/x/xerrors v0.0.0-20220907171357-04be3eba64a2 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect

@@ -190,9 +190,9 @@ func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {
 }
 
 // checkSize makes a piece shorter than the API says it is an error, instead
-// of an index that points past the end of the data: a file is checked now,
-// a stream when it ends. Files are returned as they are, so that the
-// dagstore can memory-map them.
+// of an index that points past the end of the data: a file or a seekable
+// reader is checked now, a stream when it ends. Files are returned as they
+// are, so that the dagstore can memory-map them.
 func (m *pieceMount) checkSize(ctx context.Context, r mount.Reader) (mount.Reader, error) {
 	size, err := m.API.GetUnpaddedCARSize(ctx, m.PieceCid)
 	if err != nil {
@@ -210,6 +210,21 @@ func (m *pieceMount) checkSize(ctx context.Context, r mount.Reader) (mount.Reade
 			return nil, fmt.Errorf("piece %s is truncated: %d of %d bytes", m.PieceCid, st.Size(), size)
 		}
 		return f, nil
+	}
+	if isRandomAccess(m.API) {
+		// Indexing seeks over block data, so counting bytes read would
+		// not measure the length: ask the reader for it instead.
+		end, err := r.Seek(0, io.SeekEnd)
+		if err == nil {
+			_, err = r.Seek(0, io.SeekStart)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
+		}
+		if uint64(end) < size {
+			return nil, fmt.Errorf("piece %s is truncated: %d of %d bytes", m.PieceCid, end, size)
+		}
+		return r, nil
 	}
 	return &sizedReader{Reader: r, piece: m.PieceCid, want: size}, nil
 }

@@ -1,0 +1,429 @@
+package dagwrap
+
+// Benchmarks of the cases cmd/dagwrap-bench prints, in testing.B form, on
+// small pieces so that `go test -run '^$' -bench . -benchtime 3x` is quick.
+// Sizes are flags: -dagwrap.big-piece, -dagwrap.small-piece. The command
+// runs the full-size suite and prints the table with its baselines.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/dustin/go-humanize"
+	"github.com/filecoin-project/dagstore/index"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+	levelds "github.com/ipfs/go-ds-leveldb"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/blockstore"
+	carindex "github.com/ipld/go-car/v2/index"
+	"github.com/multiformats/go-multihash"
+	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
+	"golang.org/x/exp/mmap"
+
+	"github.com/spstack/dagwrap/internal/cargen"
+)
+
+var (
+	benchBigPiece   = flag.String("dagwrap.big-piece", "16MiB", "padded size of the benchmarks' piece of 256 KiB blocks")
+	benchSmallPiece = flag.String("dagwrap.small-piece", "4MiB", "padded size of the benchmarks' piece of 1 KiB blocks")
+)
+
+var indexOptions = []carv2.Option{carv2.ZeroLengthSectionAsEOF(true), carv2.StoreIdentityCIDs(true)}
+
+// pieces generates the benchmarks' two pieces in a folder removed when b
+// ends.
+func pieces(b *testing.B) (big, small cargen.Piece) {
+	b.Helper()
+	bigSize, err := humanize.ParseBytes(*benchBigPiece)
+	if err != nil {
+		b.Fatal(err)
+	}
+	smallSize, err := humanize.ParseBytes(*benchSmallPiece)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	big, err = cargen.Write(filepath.Join(dir, "big.car"),
+		cargen.Spec{PieceSize: bigSize, BlockSize: 256 << 10, NodeEvery: 8, Seed: 1, RecordCIDs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	small, err = cargen.Write(filepath.Join(dir, "small.car"),
+		cargen.Spec{PieceSize: smallSize, BlockSize: 1 << 10, NodeEvery: 8, Seed: 2, RecordCIDs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return big, small
+}
+
+// serve makes the fake API serve a generated piece from its file.
+func serve(a *fakeAPI, p cargen.Piece) {
+	a.mu.Lock()
+	a.pieces[p.CID] = p.Path
+	a.sizes[p.CID] = uint64(p.Size)
+	a.mu.Unlock()
+}
+
+func benchCases(b *testing.B, fn func(b *testing.B, p cargen.Piece)) {
+	big, small := pieces(b)
+	b.Run("256KiB-blocks", func(b *testing.B) { fn(b, big) })
+	b.Run("1KiB-blocks", func(b *testing.B) { fn(b, small) })
+}
+
+// newBenchWrapper opens a started Wrapper on a fresh root; the caller
+// closes it.
+func newBenchWrapper(b *testing.B, api MinerAPI) *Wrapper {
+	b.Helper()
+	w, err := New(Config{RootDir: b.TempDir()}, api)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return w
+}
+
+// Case 1: eager registration (fetch, index, top-level index).
+func BenchmarkRegisterEager(b *testing.B) {
+	benchCases(b, func(b *testing.B, p cargen.Piece) {
+		for _, random := range []bool{true, false} {
+			b.Run(map[bool]string{true: "random-access", false: "sequential"}[random], func(b *testing.B) {
+				api := newFakeAPI(random)
+				serve(api, p)
+				b.SetBytes(p.Size)
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					w := newBenchWrapper(b, api)
+					b.StartTimer()
+					if err := w.RegisterShardSync(context.Background(), p.CID, "", true); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					_ = w.Close()
+					b.StartTimer()
+				}
+			})
+		}
+		b.Run("go-car-floor", func(b *testing.B) {
+			b.SetBytes(p.Size)
+			for i := 0; i < b.N; i++ {
+				if _, err := carv2.GenerateIndexFromFile(p.Path, indexOptions...); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+// floorBlockstore opens go-car's read-only blockstore the way the dagstore
+// opens a shard: memory-map the piece, read its index from disk.
+func floorBlockstore(b *testing.B, p cargen.Piece, idxPath string) (*blockstore.ReadOnly, func()) {
+	r, err := mmap.Open(p.Path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(idxPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	idx, err := carindex.ReadFrom(f)
+	_ = f.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bs, err := blockstore.NewReadOnly(r, idx, carv2.ZeroLengthSectionAsEOF(true))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bs, func() { _ = r.Close() }
+}
+
+func prebuiltIndex(b *testing.B, p cargen.Piece) string {
+	idx, err := carv2.GenerateIndexFromFile(p.Path, indexOptions...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "piece.idx")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := carindex.WriteTo(idx, f); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// Case 2: the first block after GC: LoadShard plus one Get.
+func BenchmarkFirstBlockAfterGC(b *testing.B) {
+	benchCases(b, func(b *testing.B, p cargen.Piece) {
+		ctx := context.Background()
+		blk := p.CIDs[len(p.CIDs)/2]
+		for _, random := range []bool{true, false} {
+			b.Run(map[bool]string{true: "random-access", false: "sequential"}[random], func(b *testing.B) {
+				api := newFakeAPI(random)
+				serve(api, p)
+				w := newBenchWrapper(b, api)
+				defer w.Close()
+				if err := w.RegisterShardSync(ctx, p.CID, "", true); err != nil {
+					b.Fatal(err)
+				}
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					if _, err := w.dagst.GC(ctx); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					bs, err := w.LoadShard(ctx, p.CID)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := bs.Get(ctx, blk); err != nil {
+						b.Fatal(err)
+					}
+					_ = bs.Close()
+				}
+			})
+		}
+		b.Run("go-car-floor", func(b *testing.B) {
+			idxPath := prebuiltIndex(b, p)
+			for i := 0; i < b.N; i++ {
+				bs, done := floorBlockstore(b, p, idxPath)
+				if _, err := bs.Get(ctx, blk); err != nil {
+					b.Fatal(err)
+				}
+				done()
+			}
+		})
+	})
+}
+
+// Case 3: every block of a piece, through LoadShard's blockstore and
+// through go-car's read-only blockstore.
+func BenchmarkReadAllBlocks(b *testing.B) {
+	benchCases(b, func(b *testing.B, p cargen.Piece) {
+		ctx := context.Background()
+		b.Run("dagwrap", func(b *testing.B) {
+			api := newFakeAPI(true)
+			serve(api, p)
+			w := newBenchWrapper(b, api)
+			defer w.Close()
+			if err := w.RegisterShardSync(ctx, p.CID, "", true); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(p.DataBytes)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				bs, err := w.LoadShard(ctx, p.CID)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, c := range p.CIDs {
+					if _, err := bs.Get(ctx, c); err != nil {
+						b.Fatal(err)
+					}
+				}
+				_ = bs.Close()
+			}
+		})
+		b.Run("go-car-floor", func(b *testing.B) {
+			idxPath := prebuiltIndex(b, p)
+			b.SetBytes(p.DataBytes)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				bs, done := floorBlockstore(b, p, idxPath)
+				for _, c := range p.CIDs {
+					if _, err := bs.Get(ctx, c); err != nil {
+						b.Fatal(err)
+					}
+				}
+				done()
+			}
+		})
+	})
+}
+
+func randomPieceCID(b *testing.B, rng *rand.Rand) cid.Cid {
+	digest := make([]byte, 32)
+	for i := range digest {
+		digest[i] = byte(rng.Uint32())
+	}
+	digest[31] &= 0x3f
+	c, err := cargen.PieceCID(digest)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// Case 4: MigrateDeals; one op migrates 1,000 deals into a fresh root.
+func BenchmarkMigrateDeals(b *testing.B) {
+	const n = 1000
+	rng := rand.New(rand.NewPCG(4, 4))
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		deals := make([]Deal, n)
+		for j := range deals {
+			deals[j] = Deal{DealID: uint64(j), PieceCID: randomPieceCID(b, rng), HandedOff: true}
+		}
+		w := newBenchWrapper(b, newFakeAPI(true))
+		b.StartTimer()
+		if ok, err := w.MigrateDeals(context.Background(), deals); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+		b.StopTimer()
+		_ = w.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "deals/s")
+}
+
+// Case 5: GetPiecesContainingBlock among 20 indexed pieces of 1,000 blocks.
+func BenchmarkGetPiecesContainingBlock(b *testing.B) {
+	ctx := context.Background()
+	api := newFakeAPI(true)
+	w := newBenchWrapper(b, api)
+	defer w.Close()
+	var sample []cid.Cid
+	for i := 0; i < 20; i++ {
+		p, err := cargen.Write(filepath.Join(b.TempDir(), "p.car"), cargen.Spec{PieceSize: 128 << 10, BlockSize: 64, MaxBlocks: 1000, Seed: uint64(100 + i), RecordCIDs: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serve(api, p)
+		if err := w.RegisterShardSync(ctx, p.CID, "", true); err != nil {
+			b.Fatal(err)
+		}
+		sample = append(sample, p.CIDs...)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := w.GetPiecesContainingBlock(sample[i%len(sample)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type mhSlice []multihash.Multihash
+
+func (l mhSlice) ForEach(fn func(multihash.Multihash) error) error {
+	for _, mh := range l {
+		if err := fn(mh); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func counterMH(i uint64) multihash.Multihash {
+	var buf [8]byte
+	binary.LittleEndian.PutUint64(buf[:], i)
+	d := sha256.Sum256(buf[:])
+	mh, _ := multihash.Encode(d[:], multihash.SHA2_256)
+	return mh
+}
+
+// Case 7: one op adds a piece of 1,000 multihashes, 100 of which every
+// piece holds, to an index that grows with b.N; then lookups.
+func BenchmarkTopLevelIndex(b *testing.B) {
+	common := make(mhSlice, 100)
+	for i := range common {
+		common[i] = counterMH(1<<62 + uint64(i))
+	}
+	piece := func(p int) mhSlice {
+		l := append(mhSlice{}, common...)
+		for j := len(common); j < 1000; j++ {
+			l = append(l, counterMH(uint64(p*1000+j)))
+		}
+		return l
+	}
+	for _, impl := range []struct {
+		name string
+		mk   func(*levelds.Datastore) index.Inverted
+	}{
+		{"dagwrap", func(d *levelds.Datastore) index.Inverted { return newTopIndex(d) }},
+		{"stock", func(d *levelds.Datastore) index.Inverted { return index.NewInverted(d) }},
+	} {
+		open := func(b *testing.B) index.Inverted {
+			d, err := levelds.NewDatastore(b.TempDir(), &levelds.Options{Compression: ldbopts.NoCompression, Strict: ldbopts.StrictAll})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = d.Close() })
+			return impl.mk(d)
+		}
+		b.Run("insert/"+impl.name, func(b *testing.B) {
+			idx := open(b)
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				mhs := piece(i)
+				b.StartTimer()
+				if err := idx.AddMultihashesForShard(context.Background(), mhs, shard.KeyFromString(fmt.Sprintf("piece-%d", i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("lookup/"+impl.name, func(b *testing.B) {
+			idx := open(b)
+			const pieces = 50
+			for p := 0; p < pieces; p++ {
+				if err := idx.AddMultihashesForShard(context.Background(), piece(p), shard.KeyFromString(fmt.Sprintf("piece-%d", p))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := idx.GetShardsForMultihash(context.Background(), piece(i % pieces)[i%1000]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Case 8: the Go heap one loaded shard of the 1 KiB-block piece holds.
+func BenchmarkLoadedShardHeap(b *testing.B) {
+	_, p := pieces(b)
+	ctx := context.Background()
+	api := newFakeAPI(true)
+	serve(api, p)
+	w := newBenchWrapper(b, api)
+	defer w.Close()
+	if err := w.RegisterShardSync(ctx, p.CID, "", true); err != nil {
+		b.Fatal(err)
+	}
+	var held uint64
+	for i := 0; i < b.N; i++ {
+		before := liveHeap()
+		bs, err := w.LoadShard(ctx, p.CID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if after := liveHeap(); after > before {
+			held = after - before
+		}
+		runtime.KeepAlive(bs)
+		_ = bs.Close()
+	}
+	b.ReportMetric(float64(held), "heap-bytes/shard")
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/spstack/dagwrap/internal/fsutil"
 )
 
 // markerName is the file whose presence says the one-time deal migration
@@ -25,41 +27,10 @@ func markerExists(dir string) (bool, error) {
 	}
 }
 
-// writeMarker durably creates the marker: the content goes to a temporary
-// file that is synced, renamed into place, and the folder is synced so the
-// rename itself survives a power cut.
+// writeMarker durably creates the marker (see fsutil.WriteFileAtomic).
 func writeMarker(dir string, content []byte) error {
-	tmp, err := os.CreateTemp(dir, markerName+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create migration marker: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(content); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("write migration marker: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("sync migration marker: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close migration marker: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, markerName)); err != nil {
-		return fmt.Errorf("rename migration marker: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a folder so that entries created or renamed in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s for sync: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	if err := fsutil.WriteFileAtomic(dir, markerName, content); err != nil {
+		return fmt.Errorf("migration marker: %w", err)
 	}
 	return nil
 }

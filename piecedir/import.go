@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/spstack/dagwrap/internal/fsutil"
 )
 
 // Import copies the CAR at src into the folder as the piece it makes: the
@@ -72,7 +74,7 @@ func (d *Dir) Import(ctx context.Context, src string) (p Piece, existed bool, er
 	tmp = nil
 	// The file is in place before the manifest names it: a crash in
 	// between leaves a file that the next start adopts.
-	if err := syncDir(d.path); err != nil {
+	if err := fsutil.SyncDir(d.path); err != nil {
 		return Piece{}, false, fmt.Errorf("import %s (piece %s): %w", src, p.PieceCID, err)
 	}
 	d.pieces[p.PieceCID] = p

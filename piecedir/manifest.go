@@ -10,6 +10,8 @@ import (
 	"sort"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/spstack/dagwrap/internal/fsutil"
 )
 
 // ManifestName is the manifest's file name in the folder.
@@ -102,45 +104,5 @@ func writeManifest(dir string, pieces map[cid.Cid]Piece) error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	return writeFileAtomic(dir, ManifestName, append(b, '\n'))
-}
-
-// writeFileAtomic replaces dir/name so that a crash leaves either the old
-// or the new content: a synced temporary file is renamed into place and the
-// folder is synced so the rename itself is durable. It follows the
-// migration marker's writeMarker in the dagwrap package.
-func writeFileAtomic(dir, name string, content []byte) error {
-	tmp, err := os.CreateTemp(dir, name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(content); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a folder so that entries created or renamed in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s for sync: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.WriteFileAtomic(dir, ManifestName, append(b, '\n'))
 }

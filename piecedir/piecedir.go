@@ -27,6 +27,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 
 	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/internal/fsutil"
 )
 
 var log = logging.Logger("piecedir")
@@ -248,7 +249,7 @@ func (d *Dir) Remove(pc cid.Cid) error {
 	if err := os.Remove(filepath.Join(d.path, p.File)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("piece %s: remove file: %w", pc, err)
 	}
-	return syncDir(d.path)
+	return fsutil.SyncDir(d.path)
 }
 
 // FetchUnsealedPiece opens the piece's file, after checking that its size

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/internal/fsutil"
 	"github.com/spstack/dagwrap/piecedir"
 )
 
@@ -181,7 +182,7 @@ first root of the piece's CAR, so no block CID needs to be known.`,
 				_, err = a.stdout.Write(blk.RawData())
 				return err
 			}
-			return writeFileAtomic(out, blk.RawData())
+			return fsutil.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), blk.RawData())
 		}),
 	}
 	cmd.Flags().BoolVar(&rootBlock, "root-block", false, "read the first root block of the piece's CAR")
@@ -358,7 +359,7 @@ func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (int, er
 	if err := os.Rename(tmpPath, path); err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := syncDirOf(path); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	return len(entries), nil
@@ -391,31 +392,6 @@ func readSection(r io.ReaderAt, offset uint64) (blocks.Block, error) {
 	return blocks.NewBlockWithCid(data, c)
 }
 
-// writeFileAtomic writes a file durably, replacing any old one only once
-// the new content is complete.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDirOf(path)
-}
-
 func syncFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -423,13 +399,4 @@ func syncFile(path string) error {
 	}
 	defer f.Close()
 	return f.Sync()
-}
-
-func syncDirOf(path string) error {
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

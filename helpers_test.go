@@ -37,6 +37,19 @@ type fakeAPI struct {
 	fetches  atomic.Int32
 	gate     chan struct{} // when set, fetches wait for it to close (or ctx)
 	fetchErr error
+
+	// Hooks for the reliability tests (reliability_helpers_test.go); set
+	// them before the API is used. onCall runs first in every call and its
+	// error fails the call; wrapReader wraps every reader Fetch returns.
+	onCall     func(ctx context.Context, method string, pc cid.Cid) error
+	wrapReader func(pc cid.Cid, r mount.Reader) mount.Reader
+}
+
+func (a *fakeAPI) hook(ctx context.Context, method string, pc cid.Cid) error {
+	if a.onCall == nil {
+		return nil
+	}
+	return a.onCall(ctx, method, pc)
 }
 
 type gauge struct {
@@ -77,8 +90,11 @@ func (a *fakeAPI) path(pc cid.Cid) (string, error) {
 	return p, nil
 }
 
-func (a *fakeAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
+func (a *fakeAPI) IsUnsealed(ctx context.Context, pc cid.Cid) (bool, error) {
 	defer a.calls.enter()()
+	if err := a.hook(ctx, "IsUnsealed", pc); err != nil {
+		return false, err
+	}
 	if _, err := a.path(pc); err != nil {
 		return false, err
 	}
@@ -87,8 +103,11 @@ func (a *fakeAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
 	return !a.sealed[pc], nil
 }
 
-func (a *fakeAPI) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
+func (a *fakeAPI) GetUnpaddedCARSize(ctx context.Context, pc cid.Cid) (uint64, error) {
 	defer a.calls.enter()()
+	if err := a.hook(ctx, "GetUnpaddedCARSize", pc); err != nil {
+		return 0, err
+	}
 	if _, err := a.path(pc); err != nil {
 		return 0, err
 	}
@@ -106,6 +125,9 @@ func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Rea
 		defer a.unseals.enter()()
 	}
 	a.fetches.Add(1)
+	if err := a.hook(ctx, "FetchUnsealedPiece", pc); err != nil {
+		return nil, err
+	}
 	if a.gate != nil {
 		select {
 		case <-a.gate:
@@ -124,10 +146,14 @@ func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Rea
 	if err != nil {
 		return nil, err
 	}
-	if a.random {
-		return f, nil
+	var r mount.Reader = f
+	if !a.random {
+		r = &seqReader{f}
 	}
-	return &seqReader{f}, nil
+	if a.wrapReader != nil {
+		r = a.wrapReader(pc, r)
+	}
+	return r, nil
 }
 
 // seqReader is a sequential-only reader, as a remote API would give.

@@ -135,7 +135,7 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 		return ErrShardExists
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
-	err := w.dagst.RegisterShard(w.ctx, key, mnt, results, dagstore.RegisterOpts{LazyInitialization: true})
+	err := w.registerDurably(key, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}

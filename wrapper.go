@@ -98,7 +98,7 @@ type Wrapper struct {
 	api   *gatedAPI
 	lock  *os.File
 	store ds.Batching
-	irepo *index.FSIndexRepo
+	irepo *indexRepo
 	tli   *topIndex
 	dagst *dagstore.DAGStore
 
@@ -120,6 +120,9 @@ type Wrapper struct {
 	ops sync.RWMutex
 
 	pieces pieceLocks
+
+	// records is the view of store the dagstore keeps shard records in.
+	records *shardRecords
 
 	// reconciled is closed when the start-up reconciliation has finished.
 	reconciled chan struct{}
@@ -165,6 +168,7 @@ func New(cfg Config, api MinerAPI) (*Wrapper, error) {
 
 func (w *Wrapper) open(api MinerAPI) error {
 	root := w.cfg.RootDir
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{
 		Compression: ldbopts.NoCompression,
 		NoSync:      false,
@@ -174,12 +178,13 @@ func (w *Wrapper) open(api MinerAPI) error {
 		return fmt.Errorf("open shard-state datastore: %w", err)
 	}
 	w.store = measure.New("dagwrap.datastore", ldb)
+	w.records = newShardRecords(w.store)
 
-	if w.irepo, err = index.NewFSRepo(filepath.Join(root, indexDir)); err != nil {
+	if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
 		return fmt.Errorf("open index repo: %w", err)
 	}
 	w.tli = newTopIndex(w.store)
-	w.api = newGatedAPI(api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
+	w.api = newGatedAPI(w.ctx, api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
 
 	registry := mount.NewRegistry()
 	if err := registry.Register(MountScheme, &pieceMount{API: w.api}); err != nil {
@@ -193,7 +198,7 @@ func (w *Wrapper) open(api MinerAPI) error {
 		TransientsDir:             filepath.Join(root, transientsDir),
 		IndexRepo:                 w.irepo,
 		TopLevelIndex:             w.tli,
-		Datastore:                 w.store,
+		Datastore:                 w.records,
 		MountRegistry:             registry,
 		TraceCh:                   w.traceCh,
 		FailureCh:                 w.failureCh,
@@ -204,7 +209,6 @@ func (w *Wrapper) open(api MinerAPI) error {
 	if err != nil {
 		return fmt.Errorf("create dagstore: %w", err)
 	}
-	w.ctx, w.cancel = context.WithCancel(context.Background())
 	return nil
 }
 
@@ -439,7 +443,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 		}
 	}
 	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.dagst.RegisterShard(w.ctx, key, mnt, ch, opts); err != nil {
+	if err := w.registerDurably(key, mnt, opts, ch); err != nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	return ch, nil
@@ -579,6 +583,11 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 			return fmt.Errorf("%w: %v", ErrShardInUse, res.Error)
 		}
 		return res.Error
+	}
+	// An initialisation the destroy raced with writes the record back when
+	// it completes; from now on such writes are dropped.
+	if err := w.records.forget(w.ctx, key); err != nil {
+		return err
 	}
 	// The dagstore deleted only the shard's record; remove the rest.
 	return w.purge(w.ctx, key)

@@ -214,8 +214,8 @@ type crashModel struct {
 	absent    map[string]bool // destroy returned success, no registration since
 	uncertain map[string]bool // work on it was under way at the kill
 	indexed   map[string]bool // eager registration or load returned success
-	migrating bool // the migration had started
-	migrated  bool // and had returned success
+	migrating bool            // the migration had started
+	migrated  bool            // and had returned success
 }
 
 func (l crashLog) model(deals []Deal) crashModel {

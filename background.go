@@ -51,6 +51,7 @@ func (w *Wrapper) recoveryLoop(recoverCh chan<- shard.Key, results <-chan dagsto
 		case out <- next:
 			queue = queue[1:]
 		case r := <-results:
+			w.pieces.unhold(r.Key)
 			if r.Error == nil {
 				log.Infow("shard recovered", "piece", r.Key)
 				delete(attempted, r.Key)
@@ -70,9 +71,14 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 	for {
 		select {
 		case k := <-keys:
+			// Held like an acquire until recoveryLoop gets the result.
+			unlock := w.pieces.lock(k)
 			if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
 				log.Warnw("could not queue shard recovery", "piece", k, "error", err)
+			} else {
+				w.pieces.hold(k)
 			}
+			unlock()
 		case <-w.ctx.Done():
 			return
 		}

@@ -131,7 +131,7 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
-	if _, err := w.dagst.GetShardInfo(key); err == nil {
+	if _, err := w.shardInfo(key); err == nil {
 		return ErrShardExists
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}

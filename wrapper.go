@@ -123,6 +123,8 @@ type Wrapper struct {
 
 	// records is the view of store the dagstore keeps shard records in.
 	records *shardRecords
+	// infoMu keeps shard-info lookups and destroys apart (see shardInfo).
+	infoMu sync.RWMutex
 
 	// reconciled is closed when the start-up reconciliation has finished.
 	reconciled chan struct{}
@@ -315,10 +317,12 @@ func (w *Wrapper) wait(ctx context.Context, ch <-chan dagstore.ShardResult) (dag
 
 // closeLate closes the accessor that will arrive on ch after its caller gave
 // up waiting: results land in ch's buffer whether or not anyone listens.
-func (w *Wrapper) closeLate(ch <-chan dagstore.ShardResult) {
+// release ends the acquire's hold once the result is in.
+func (w *Wrapper) closeLate(ch <-chan dagstore.ShardResult, release func()) {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		defer release()
 		select {
 		case res := <-ch:
 			closeAccessor(res)
@@ -424,7 +428,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
-	if _, err := w.dagst.GetShardInfo(key); err == nil {
+	if _, err := w.shardInfo(key); err == nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, ErrShardExists)
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
@@ -486,22 +490,23 @@ func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 	ch := make(chan dagstore.ShardResult, 1)
 	// Acquire under the wrapper's context, not the caller's: the dagstore
 	// drops (without closing) a reader fetched under a cancelled context.
-	err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
+	release, err := w.acquire(key, ch)
 	if errors.Is(err, dagstore.ErrShardUnknown) {
 		log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
 		if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
 			return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 		}
-		err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
+		release, err = w.acquire(key, ch)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load piece %s: acquire shard: %w", pieceCid, err)
 	}
 	res, err := w.wait(ctx, ch)
 	if err != nil {
-		w.closeLate(ch)
+		w.closeLate(ch, release)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 	}
+	release() // from here an accessor holds the shard, or the acquire failed
 	if res.Error != nil {
 		closeAccessor(res)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, res.Error)
@@ -512,6 +517,19 @@ func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
 	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor}, nil
+}
+
+// acquire queues an acquisition of the shard, held (see pieceLocks.hold)
+// until the returned func is called. The piece lock orders it with
+// destroys: the dagstore looks the shard up before queueing, and an acquire
+// queued after the shard's destroy would run on the destroyed shard.
+func (w *Wrapper) acquire(key shard.Key, ch chan dagstore.ShardResult) (func(), error) {
+	unlock := w.pieces.lock(key)
+	defer unlock()
+	if err := w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{}); err != nil {
+		return nil, err
+	}
+	return w.pieces.hold(key), nil
 }
 
 // DestroyShard removes the shard, its index, any transient copy and its
@@ -528,7 +546,7 @@ func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.dagst.GetShardInfo(key); err != nil {
+	if _, err := w.shardInfo(key); err != nil {
 		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
 	}
 	ch := make(chan dagstore.ShardResult, 1)
@@ -561,7 +579,7 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
-	info, err := w.dagst.GetShardInfo(key)
+	info, err := w.shardInfo(key)
 	if err != nil {
 		return err
 	}
@@ -570,11 +588,12 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	if info.ShardState == dagstore.ShardStateInitializing || info.ShardState == dagstore.ShardStateRecovering {
 		return fmt.Errorf("%w: shard is %s", ErrShardInUse, info.ShardState)
 	}
-	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.dagst.DestroyShard(w.ctx, key, ch, dagstore.DestroyOpts{}); err != nil {
-		return err
+	// A queued acquire or recovery may start an initialisation before the
+	// dagstore gets to the destroy.
+	if w.pieces.held(key) {
+		return fmt.Errorf("%w: an acquire or recovery is pending", ErrShardInUse)
 	}
-	res, err := w.wait(w.ctx, ch)
+	res, err := w.destroyShard(key)
 	if err != nil {
 		return err
 	}
@@ -645,7 +664,7 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 	for _, k := range keys {
 		// Entries of a shard whose destroy was interrupted may linger
 		// until the next start; never report a piece that is gone.
-		if _, err := w.dagst.GetShardInfo(k); err != nil {
+		if _, err := w.shardInfo(k); err != nil {
 			continue
 		}
 		c, err := cid.Decode(k.String())
@@ -672,7 +691,7 @@ func (w *Wrapper) GetIterableIndexForPiece(pieceCid cid.Cid) (carindex.IterableI
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.dagst.GetShardInfo(key); err != nil {
+	if _, err := w.shardInfo(key); err != nil {
 		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
 	}
 	idx, err := w.dagst.GetIterableIndex(key)
@@ -694,7 +713,7 @@ func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	info, err := w.dagst.GetShardInfo(key)
+	info, err := w.shardInfo(key)
 	if err != nil {
 		if bad, ok := w.badRecords[key]; ok {
 			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
@@ -720,7 +739,7 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 		return nil, fmt.Errorf("list shards: %w", err)
 	}
 	defer done()
-	all := w.dagst.AllShardsInfo()
+	all := w.allShardsInfo()
 	out := make([]ShardInfo, 0, len(all)+len(w.badRecords))
 	for k, info := range all {
 		c, err := cid.Decode(k.String())

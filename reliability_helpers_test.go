@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/filecoin-project/dagstore/mount"
@@ -145,11 +146,11 @@ func (r *hookReader) Read(p []byte) (int, error) {
 	return r.Reader.Read(p)
 }
 
-// hangUntilDone is an onCall hook with which method blocks until the
-// call's context ends.
-func hangUntilDone(method string) func(ctx context.Context, m string, _ cid.Cid) error {
-	return func(ctx context.Context, m string, _ cid.Cid) error {
-		if m != method {
+// hangUntilDone is an onCall hook with which method, called for piece,
+// blocks until the call's context ends.
+func hangUntilDone(method string, piece cid.Cid) func(ctx context.Context, m string, pc cid.Cid) error {
+	return func(ctx context.Context, m string, pc cid.Cid) error {
+		if m != method || !pc.Equals(piece) {
 			return nil
 		}
 		<-ctx.Done()
@@ -210,4 +211,44 @@ func partials(t testing.TB, root string) []string {
 		}
 	}
 	return out
+}
+
+// mountTmpfs mounts a tmpfs of the given options on a new folder and
+// unmounts it at cleanup. It skips the test where mounting is not allowed.
+func mountTmpfs(t testing.TB, opts string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v)", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// readOnlyDir returns a folder this process cannot write to: a read-only
+// tmpfs for root (who ignores permission bits), a 0555 folder otherwise.
+func readOnlyDir(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
+		return dir
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, "size=64k"); err != nil {
+		t.Skipf("cannot mount a read-only tmpfs here (%v)", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }

@@ -71,6 +71,9 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 	for {
 		select {
 		case k := <-keys:
+			if !isRandomAccess(w.api) && w.remount(k, results) {
+				continue
+			}
 			// Held like an acquire until recoveryLoop gets the result.
 			unlock := w.pieces.lock(k)
 			if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {

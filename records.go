@@ -8,6 +8,7 @@ import (
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 )
 
@@ -28,6 +29,7 @@ type shardRecords struct {
 	mu      sync.Mutex
 	gone    map[ds.Key]struct{}     // destroyed shards: their writes are dropped
 	waiting map[ds.Key][]chan error // registrations waiting for their first write
+	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
 }
 
 func newShardRecords(store ds.Batching) *shardRecords {
@@ -35,6 +37,7 @@ func newShardRecords(store ds.Batching) *shardRecords {
 		Batching: store,
 		gone:     make(map[ds.Key]struct{}),
 		waiting:  make(map[ds.Key][]chan error),
+		kept:     make(map[ds.Key]struct{}),
 	}
 }
 
@@ -58,6 +61,30 @@ func (r *shardRecords) Put(ctx context.Context, key ds.Key, value []byte) error 
 	}
 	delete(r.waiting, key)
 	return err
+}
+
+// Delete deletes a shard record, unless the shard is being remounted.
+func (r *shardRecords) Delete(ctx context.Context, key ds.Key) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, kept := r.kept[key]; kept {
+		return nil
+	}
+	return r.Batching.Delete(ctx, key)
+}
+
+// keep makes the dagstore's deletes of k's record no-ops until the
+// returned func is called.
+func (r *shardRecords) keep(k shard.Key) func() {
+	key := recordKey(k)
+	r.mu.Lock()
+	r.kept[key] = struct{}{}
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.kept, key)
+		r.mu.Unlock()
+	}
 }
 
 // pendingWrite is a registration's wait for its shard's first record write.
@@ -152,4 +179,47 @@ func (w *Wrapper) registerDurably(key shard.Key, mnt mount.Mount, opts dagstore.
 		}
 	}()
 	return nil
+}
+
+// remount replaces the mount of an errored shard by registering the piece
+// anew (lazily), and reports whether it did. It is how shards of a
+// sequential-only MinerAPI recover: the dagstore's mount upgrader never
+// retries a transient copy that failed once (its sync.Once is renewed only
+// on success), so a recovery through the dagstore would fail with the
+// first error until a restart. The shard's record stays on disk throughout
+// (the dagstore's delete of it is skipped), and so do its index and
+// top-level index entries, which the new registration reuses. The result
+// goes to results, like a recovery's.
+func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
+	unlock := w.pieces.lock(k)
+	defer unlock()
+	if w.pieces.held(k) {
+		return false
+	}
+	if info, err := w.shardInfo(k); err != nil || info.ShardState != dagstore.ShardStateErrored {
+		return false
+	}
+	pc, err := cid.Decode(k.String())
+	if err != nil {
+		return false
+	}
+	release := w.records.keep(k)
+	res, err := w.destroyShard(k)
+	release()
+	if err == nil {
+		err = res.Error
+	}
+	if err != nil {
+		log.Warnw("cannot remount errored shard; recovering it in place", "piece", k, "error", err)
+		return false
+	}
+	mnt := &pieceMount{API: w.api, PieceCid: pc}
+	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results); err != nil {
+		// Only a closing dagstore refuses; the record on disk brings the
+		// shard back on the next start.
+		log.Warnw("re-registering a remounted shard failed", "piece", k, "error", err)
+		return true
+	}
+	w.pieces.hold(k) // released by recoveryLoop with the result
+	return true
 }

@@ -197,7 +197,7 @@ func (w *Wrapper) open(api MinerAPI) error {
 	w.traceCh = make(chan dagstore.Trace, 128)
 	w.failureCh = make(chan dagstore.ShardResult, 128)
 	w.dagst, err = dagstore.NewDAGStore(dagstore.Config{
-		TransientsDir:             filepath.Join(root, transientsDir),
+		TransientsDir:             resolveLink(filepath.Join(root, transientsDir)),
 		IndexRepo:                 w.irepo,
 		TopLevelIndex:             w.tli,
 		Datastore:                 w.records,

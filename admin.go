@@ -53,15 +53,16 @@ func (w *Wrapper) initShard(ctx context.Context, pieceCid cid.Cid) error {
 		return fmt.Errorf("%w: recover it instead: %v", ErrShardErrored, info.Error)
 	}
 	ch := make(chan dagstore.ShardResult, 1)
-	// The wrapper's context, not the caller's: see LoadShard.
-	if err := w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{}); err != nil {
+	release, err := w.acquire(key, ch)
+	if err != nil {
 		return fmt.Errorf("acquire shard: %w", err)
 	}
 	res, err := w.wait(ctx, ch)
 	if err != nil {
-		w.closeLate(ch)
+		w.closeLate(ch, release)
 		return err
 	}
+	release()
 	w.closeAccessor(res)
 	return res.Error
 }
@@ -262,12 +263,18 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	}
 	defer done()
 	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.submitRecover(pieceCid, ch); err != nil {
+	remounted, err := w.submitRecover(pieceCid, ch)
+	if err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	res, err := w.wait(ctx, ch)
-	if err == nil {
-		err = res.Error
+	if err != nil {
+		w.unholdLate(ch, 1)
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
+	w.pieces.unhold(res.Key)
+	if err = res.Error; err == nil && remounted {
+		err = w.initShard(ctx, pieceCid)
 	}
 	if err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
@@ -275,22 +282,18 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	return nil
 }
 
-// submitRecover queues the recovery of an errored shard; its result will
-// arrive on ch, which must have room for it.
-func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) error {
+// submitRecover queues the recovery of an errored shard (see
+// queueRecovery); its result will arrive on ch, which must have room for it.
+func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) (remounted bool, err error) {
 	key := shard.KeyFromCID(pieceCid)
-	// Under the piece lock, like registration and destroy, so that a
-	// destroy in progress finishes before the recovery is queued.
-	unlock := w.pieces.lock(key)
-	defer unlock()
 	info, err := w.shardState(key)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if info.ShardState != dagstore.ShardStateErrored {
-		return fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
+		return false, fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
 	}
-	return w.dagst.RecoverShard(w.ctx, key, ch, dagstore.RecoverOpts{})
+	return w.queueRecovery(key, ch)
 }
 
 // RecoverAllResult says what RecoverAllShards did with each errored piece.
@@ -331,24 +334,32 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 	// it, even after this call has given up.
 	ch := make(chan dagstore.ShardResult, len(errored))
 	pending := 0
+	remounted := map[shard.Key]bool{}
 	for _, pc := range errored {
-		if err := w.submitRecover(pc, ch); err != nil {
+		re, err := w.submitRecover(pc, ch)
+		if err != nil {
 			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
 			continue
 		}
+		remounted[shard.KeyFromCID(pc)] = re
 		pending++
 	}
 	for ; pending > 0; pending-- {
 		r, err := w.wait(ctx, ch)
 		if err != nil {
+			w.unholdLate(ch, pending)
 			return res, fmt.Errorf("recover all shards: %d recoveries still running: %w", pending, err)
 		}
+		w.pieces.unhold(r.Key)
 		pc, err := cid.Decode(r.Key.String())
 		if err != nil {
 			continue
 		}
-		if r.Error != nil {
-			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, r.Error)
+		if err = r.Error; err == nil && remounted[r.Key] {
+			err = w.initShard(ctx, pc)
+		}
+		if err != nil {
+			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
 		} else {
 			res.Recovered = append(res.Recovered, pc)
 		}

@@ -63,6 +63,7 @@ func (w *Wrapper) recoveryLoop(recoverCh chan<- shard.Key, results <-chan dagsto
 		case k := <-available:
 			delete(attempted, k)
 		case r := <-results:
+			w.pieces.unhold(r.Key)
 			if r.Error == nil {
 				w.log.Infow("shard recovered", "piece", r.Key)
 			} else {
@@ -81,13 +82,52 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 	for {
 		select {
 		case k := <-keys:
-			if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
+			if _, err := w.queueRecovery(k, results); err != nil {
 				w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
 			}
 		case <-w.ctx.Done():
 			return
 		}
 	}
+}
+
+// queueRecovery queues the recovery of an errored shard; its result will
+// arrive on results, which must have room for it, and the shard is held
+// (see pieceLocks.hold) until the receiver unholds it. Shards of a
+// sequential-only MinerAPI are remounted instead (see remount): remounted
+// says the shard is registered anew, lazily, and is indexed on its next
+// acquire.
+func (w *Wrapper) queueRecovery(k shard.Key, results chan dagstore.ShardResult) (remounted bool, err error) {
+	if !isRandomAccess(w.api) && w.remount(k, results) {
+		return true, nil
+	}
+	unlock := w.pieces.lock(k)
+	defer unlock()
+	if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
+		return false, err
+	}
+	w.pieces.hold(k)
+	return false, nil
+}
+
+// unholdLate unholds the shards of the n results still to arrive on ch after
+// their caller stopped waiting.
+func (w *Wrapper) unholdLate(ch <-chan dagstore.ShardResult, n int) {
+	if n <= 0 {
+		return
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for ; n > 0; n-- {
+			select {
+			case r := <-ch:
+				w.pieces.unhold(r.Key)
+			case <-w.dagstClosed:
+				return
+			}
+		}
+	}()
 }
 
 // gcLoop reclaims transient copies of inactive shards every GCInterval.

@@ -41,6 +41,10 @@ var (
 	// errored.
 	ErrShardNotErrored = errors.New("shard is not errored")
 
+	// ErrHashMismatch is returned by a blockstore with HashOnRead enabled
+	// when a block's bytes do not hash to its CID.
+	ErrHashMismatch = errors.New("block bytes do not match their CID")
+
 	// ErrBlockNotFound is returned by GetPiecesContainingBlock when no
 	// registered piece holds the block.
 	ErrBlockNotFound = errors.New("no piece holds the block")

@@ -3,9 +3,7 @@ package dagwrap
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,7 +16,6 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
-	"github.com/ipld/go-car/v2/blockstore"
 	"github.com/multiformats/go-multihash"
 )
 
@@ -41,6 +38,19 @@ type fakeAPI struct {
 	gate     chan struct{} // when set, fetches wait for it to close (or ctx)
 	fetchErr error
 	failNext atomic.Int32 // this many fetches fail before fetches work again
+
+	// Hooks for the reliability tests (reliability_helpers_test.go); set
+	// them before the API is used. onCall runs first in every call and its
+	// error fails the call; wrapReader wraps every reader Fetch returns.
+	onCall     func(ctx context.Context, method string, pc cid.Cid) error
+	wrapReader func(pc cid.Cid, r mount.Reader) mount.Reader
+}
+
+func (a *fakeAPI) hook(ctx context.Context, method string, pc cid.Cid) error {
+	if a.onCall == nil {
+		return nil
+	}
+	return a.onCall(ctx, method, pc)
 }
 
 type gauge struct {
@@ -81,8 +91,11 @@ func (a *fakeAPI) path(pc cid.Cid) (string, error) {
 	return p, nil
 }
 
-func (a *fakeAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
+func (a *fakeAPI) IsUnsealed(ctx context.Context, pc cid.Cid) (bool, error) {
 	defer a.calls.enter()()
+	if err := a.hook(ctx, "IsUnsealed", pc); err != nil {
+		return false, err
+	}
 	if _, err := a.path(pc); err != nil {
 		return false, err
 	}
@@ -91,8 +104,11 @@ func (a *fakeAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
 	return !a.sealed[pc], nil
 }
 
-func (a *fakeAPI) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
+func (a *fakeAPI) GetUnpaddedCARSize(ctx context.Context, pc cid.Cid) (uint64, error) {
 	defer a.calls.enter()()
+	if err := a.hook(ctx, "GetUnpaddedCARSize", pc); err != nil {
+		return 0, err
+	}
 	if _, err := a.path(pc); err != nil {
 		return 0, err
 	}
@@ -110,6 +126,9 @@ func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Rea
 		defer a.unseals.enter()()
 	}
 	a.fetches.Add(1)
+	if err := a.hook(ctx, "FetchUnsealedPiece", pc); err != nil {
+		return nil, err
+	}
 	if a.gate != nil {
 		select {
 		case <-a.gate:
@@ -131,10 +150,14 @@ func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Rea
 	if err != nil {
 		return nil, err
 	}
-	if a.random {
-		return f, nil
+	var r mount.Reader = f
+	if !a.random {
+		r = &seqReader{f}
 	}
-	return &seqReader{f}, nil
+	if a.wrapReader != nil {
+		r = a.wrapReader(pc, r)
+	}
+	return r, nil
 }
 
 // seqReader is a sequential-only reader, as a remote API would give.
@@ -286,33 +309,5 @@ func mustCid(t testing.TB, s string) cid.Cid {
 // makeCAR writes a CARv1 of n random raw blocks, distinct per seed.
 func makeCAR(t testing.TB, seed int64, n int) string {
 	t.Helper()
-	rng := rand.New(rand.NewSource(seed))
-	var blks []blocks.Block
-	for i := 0; i < n; i++ {
-		data := make([]byte, 100+rng.Intn(900))
-		rng.Read(data)
-		mh, err := multihash.Sum(data, multihash.SHA2_256, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := blocks.NewBlockWithCid(data, cid.NewCidV1(cid.Raw, mh))
-		if err != nil {
-			t.Fatal(err)
-		}
-		blks = append(blks, b)
-	}
-	path := filepath.Join(t.TempDir(), fmt.Sprintf("gen-%d.car", seed))
-	bs, err := blockstore.OpenReadWrite(path, []cid.Cid{blks[0].Cid()}, blockstore.WriteAsCarV1(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range blks {
-		if err := bs.Put(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := bs.Finalize(); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeCAR(t, t.TempDir(), seed, n, 0)
 }

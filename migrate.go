@@ -144,11 +144,11 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
-	if _, err := w.dagst.GetShardInfo(key); err == nil {
+	if _, err := w.shardInfo(key); err == nil {
 		return ErrShardExists
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
-	err := w.dagst.RegisterShard(w.ctx, key, mnt, results, dagstore.RegisterOpts{LazyInitialization: true})
+	err := w.registerDurably(key, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}

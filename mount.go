@@ -52,14 +52,19 @@ type gatedAPI struct {
 	inner   MinerAPI
 	storage throttle.Throttler
 	unseal  throttle.Throttler
+	// life ends when the Wrapper closes. The dagstore runs lazy
+	// initialisations under context.Background, so without it a hung call
+	// would outlive Close and keep its shard initialising forever.
+	life context.Context
 
 	startOnce sync.Once
 	ready     chan struct{} // closed once inner.Start returned
 	startErr  error         // set before ready is closed
 }
 
-func newGatedAPI(inner MinerAPI, storageCalls, unseals int) *gatedAPI {
+func newGatedAPI(life context.Context, inner MinerAPI, storageCalls, unseals int) *gatedAPI {
 	return &gatedAPI{
+		life:    life,
 		inner:   inner,
 		storage: throttle.Fixed(storageCalls),
 		unseal:  throttle.Fixed(unseals),
@@ -89,7 +94,16 @@ func (a *gatedAPI) wait(ctx context.Context) error {
 	}
 }
 
+// bound returns ctx, also cancelled when the Wrapper closes.
+func (a *gatedAPI) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(a.life, func() { cancel(ErrClosed) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
 func (a *gatedAPI) IsUnsealed(ctx context.Context, pieceCid cid.Cid) (bool, error) {
+	ctx, cancel := a.bound(ctx)
+	defer cancel()
 	if err := a.wait(ctx); err != nil {
 		return false, err
 	}
@@ -102,6 +116,8 @@ func (a *gatedAPI) IsUnsealed(ctx context.Context, pieceCid cid.Cid) (bool, erro
 }
 
 func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (uint64, error) {
+	ctx, cancel := a.bound(ctx)
+	defer cancel()
 	if err := a.wait(ctx); err != nil {
 		return 0, err
 	}
@@ -114,8 +130,12 @@ func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (ui
 }
 
 func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mount.Reader, error) {
+	// A stream may read under the call's context: it lives until the reader
+	// is closed (or the Wrapper closes).
+	ctx, cancel := a.bound(ctx)
 	unsealed, err := a.IsUnsealed(ctx, pieceCid)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("check whether piece is unsealed: %w", err)
 	}
 	var r mount.Reader
@@ -131,10 +151,26 @@ func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mo
 		// Unsealing takes minutes and a lot of CPU: bound it on its own.
 		err = a.unseal.Do(ctx, fetch)
 	}
-	if err != nil {
-		return nil, err
+	if err != nil || r == nil {
+		cancel()
+		return r, err
 	}
-	return r, nil
+	if _, ok := r.(*os.File); ok {
+		cancel() // a file does not read under a context; keep its type for mmap
+		return r, nil
+	}
+	return &cancelOnClose{Reader: r, cancel: cancel}, nil
+}
+
+// cancelOnClose ends a stream's call context when the stream is closed.
+type cancelOnClose struct {
+	mount.Reader
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	defer c.cancel()
+	return c.Reader.Close()
 }
 
 // RandomAccess forwards the node API's declaration.
@@ -229,21 +265,40 @@ func (m *pieceMount) checkSize(ctx context.Context, r mount.Reader) (mount.Reade
 	return &sizedReader{Reader: r, piece: m.PieceCid, want: size}, nil
 }
 
-// sizedReader fails a stream that ends before the piece's size.
+// sizedReader fails a stream that ends before the piece's size. It tracks
+// the read offset, not a byte count: indexing seeks past block data.
 type sizedReader struct {
 	mount.Reader
 	piece cid.Cid
 	want  uint64
-	read  uint64
+	pos   uint64 // offset of the next Read
 }
 
 func (s *sizedReader) Read(p []byte) (int, error) {
 	n, err := s.Reader.Read(p)
-	s.read += uint64(n)
-	if errors.Is(err, io.EOF) && s.read < s.want {
-		return n, fmt.Errorf("piece %s is truncated: %d of %d bytes: %w", s.piece, s.read, s.want, io.ErrUnexpectedEOF)
+	s.pos += uint64(n)
+	return n, s.check(s.pos, err)
+}
+
+func (s *sizedReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := s.Reader.ReadAt(p, off)
+	return n, s.check(uint64(off)+uint64(n), err)
+}
+
+func (s *sizedReader) Seek(offset int64, whence int) (int64, error) {
+	pos, err := s.Reader.Seek(offset, whence)
+	if err == nil {
+		s.pos = uint64(pos)
 	}
-	return n, err
+	return pos, err
+}
+
+// check turns an EOF at end before the piece's size into a truncation error.
+func (s *sizedReader) check(end uint64, err error) error {
+	if errors.Is(err, io.EOF) && end < s.want {
+		return fmt.Errorf("piece %s is truncated: %d of %d bytes: %w", s.piece, end, s.want, io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 // Info declares random access only when the API does. A local CAR alone is

@@ -24,7 +24,7 @@ func TestMountURLRoundTrip(t *testing.T) {
 	api := newFakeAPI(true)
 	pc := api.addPiece(t, "testdata/sample.car")
 	reg := mount.NewRegistry()
-	gated := newGatedAPI(api, 1, 1)
+	gated := newGatedAPI(context.Background(), api, 1, 1)
 	if err := reg.Register(MountScheme, &pieceMount{API: gated}); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestMountURLRoundTrip(t *testing.T) {
 	if info := pm.Info(); !info.AccessRandom || !info.AccessSeek || !info.AccessSequential {
 		t.Fatalf("random-access API, mount info %+v", info)
 	}
-	seq := &pieceMount{API: newGatedAPI(newFakeAPI(false), 1, 1), PieceCid: pc}
+	seq := &pieceMount{API: newGatedAPI(context.Background(), newFakeAPI(false), 1, 1), PieceCid: pc}
 	if info := seq.Info(); info.AccessRandom || info.AccessSeek || !info.AccessSequential {
 		t.Fatalf("sequential API, mount info %+v", info)
 	}
@@ -246,7 +246,7 @@ func TestThrottlesBoundMinerAPICalls(t *testing.T) {
 func TestAPICallsWaitForStart(t *testing.T) {
 	inner := newFakeAPI(true)
 	pc := inner.addPiece(t, "testdata/sample.car")
-	api := newGatedAPI(inner, 1, 1)
+	api := newGatedAPI(context.Background(), inner, 1, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := api.IsUnsealed(ctx, pc); !errors.Is(err, context.Canceled) {

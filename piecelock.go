@@ -11,6 +11,9 @@ import (
 type pieceLocks struct {
 	mu sync.Mutex
 	m  map[shard.Key]*pieceLock
+	// pending counts the acquires and recoveries queued for each piece
+	// whose result has not arrived yet (see hold).
+	pending map[shard.Key]int
 }
 
 type pieceLock struct {
@@ -41,4 +44,36 @@ func (p *pieceLocks) lock(key shard.Key) func() {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// hold records an acquire or recovery queued for key, until the returned
+// func (or unhold) is called once its result arrives. While one is
+// pending the shard may be initialising or recovering, and the dagstore
+// would destroy it anyway and then write it back, so destroy refuses.
+// Call it with the piece locked, right after queueing.
+func (p *pieceLocks) hold(key shard.Key) func() {
+	p.mu.Lock()
+	if p.pending == nil {
+		p.pending = make(map[shard.Key]int)
+	}
+	p.pending[key]++
+	p.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { p.unhold(key) }) }
+}
+
+// unhold ends one hold of key.
+func (p *pieceLocks) unhold(key shard.Key) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending[key]--; p.pending[key] <= 0 {
+		delete(p.pending, key)
+	}
+}
+
+// held reports whether an acquire or recovery of key is pending.
+func (p *pieceLocks) held(key shard.Key) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending[key] > 0
 }

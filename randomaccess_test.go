@@ -97,7 +97,7 @@ func localCAR(t *testing.T) (string, cid.Cid) {
 
 func TestMountDeclaresRandomAccessOnlyWhenTheAPIDoes(t *testing.T) {
 	for _, random := range []bool{true, false} {
-		m := &pieceMount{API: newGatedAPI(newFakeAPI(random), 1, 1)}
+		m := &pieceMount{API: newGatedAPI(context.Background(), newFakeAPI(random), 1, 1)}
 		info := m.Info()
 		if info.AccessRandom != random || info.AccessSeek != random || !info.AccessSequential {
 			t.Fatalf("API random=%v: mount info %+v", random, info)
@@ -105,7 +105,7 @@ func TestMountDeclaresRandomAccessOnlyWhenTheAPIDoes(t *testing.T) {
 	}
 	// A MinerAPI without RandomAccess at all is sequential.
 	type plain struct{ MinerAPI }
-	if info := (&pieceMount{API: newGatedAPI(plain{newFakeAPI(true)}, 1, 1)}).Info(); info.AccessRandom || info.AccessSeek {
+	if info := (&pieceMount{API: newGatedAPI(context.Background(), plain{newFakeAPI(true)}, 1, 1)}).Info(); info.AccessRandom || info.AccessSeek {
 		t.Fatalf("plain MinerAPI: mount info %+v", info)
 	}
 }

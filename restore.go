@@ -168,7 +168,7 @@ func (w *Wrapper) finishDestroys(ctx context.Context) error {
 // known reports whether the dagstore has the shard, in memory or on disk (a
 // record it could not revive still belongs to a shard).
 func (w *Wrapper) known(k shard.Key) bool {
-	if _, err := w.dagst.GetShardInfo(k); err == nil {
+	if _, err := w.shardInfo(k); err == nil {
 		return true
 	}
 	_, bad := w.badRecords[k]

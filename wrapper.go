@@ -126,6 +126,11 @@ type Wrapper struct {
 
 	pieces pieceLocks
 
+	// records is the view of store the dagstore keeps shard records in.
+	records *shardRecords
+	// infoMu keeps shard-info lookups and destroys apart (see shardInfo).
+	infoMu sync.RWMutex
+
 	// reconciled is closed when the start-up reconciliation has finished.
 	reconciled chan struct{}
 
@@ -177,6 +182,7 @@ func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 
 func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	root := w.cfg.RootDir
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	if w.m, err = newMetrics(w, o.registerer); err != nil {
 		return err
 	}
@@ -193,9 +199,10 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		}
 	}
 	w.store = w.m.measureDatastore(store)
+	w.records = newShardRecords(w.store)
 
 	if w.irepo = o.irepo; w.irepo == nil {
-		if w.irepo, err = index.NewFSRepo(filepath.Join(root, indexDir)); err != nil {
+		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
 			return fmt.Errorf("open index repo: %w", err)
 		}
 	}
@@ -203,7 +210,7 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		w.tli = newTopIndex(w.store)
 		w.top = w.tli
 	}
-	w.api = newGatedAPI(api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
+	w.api = newGatedAPI(w.ctx, api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
 	w.m.meterThrottles(w.api)
 
 	registry := mount.NewRegistry()
@@ -215,10 +222,10 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	w.traceCh = make(chan dagstore.Trace, 128)
 	w.failureCh = make(chan dagstore.ShardResult, 128)
 	w.dagst, err = dagstore.NewDAGStore(dagstore.Config{
-		TransientsDir:             filepath.Join(root, transientsDir),
+		TransientsDir:             resolveLink(filepath.Join(root, transientsDir)),
 		IndexRepo:                 w.irepo,
 		TopLevelIndex:             w.top,
-		Datastore:                 w.store,
+		Datastore:                 w.records,
 		MountRegistry:             registry,
 		TraceCh:                   w.traceCh,
 		FailureCh:                 w.failureCh,
@@ -229,7 +236,6 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	if err != nil {
 		return fmt.Errorf("create dagstore: %w", err)
 	}
-	w.ctx, w.cancel = context.WithCancel(context.Background())
 	return nil
 }
 
@@ -339,10 +345,12 @@ func (w *Wrapper) wait(ctx context.Context, ch <-chan dagstore.ShardResult) (dag
 
 // closeLate closes the accessor that will arrive on ch after its caller gave
 // up waiting: results land in ch's buffer whether or not anyone listens.
-func (w *Wrapper) closeLate(ch <-chan dagstore.ShardResult) {
+// release ends the acquire's hold once the result is in.
+func (w *Wrapper) closeLate(ch <-chan dagstore.ShardResult, release func()) {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		defer release()
 		select {
 		case res := <-ch:
 			w.closeAccessor(res)
@@ -461,7 +469,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
-	if _, err := w.dagst.GetShardInfo(key); err == nil {
+	if _, err := w.shardInfo(key); err == nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, ErrShardExists)
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
@@ -480,7 +488,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 		}
 	}
 	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.dagst.RegisterShard(w.ctx, key, mnt, ch, opts); err != nil {
+	if err := w.registerDurably(key, mnt, opts, ch); err != nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	return ch, nil
@@ -530,22 +538,23 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 	ch := make(chan dagstore.ShardResult, 1)
 	// Acquire under the wrapper's context, not the caller's: the dagstore
 	// drops (without closing) a reader fetched under a cancelled context.
-	err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
+	release, err := w.acquire(key, ch)
 	if errors.Is(err, dagstore.ErrShardUnknown) {
 		w.log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
 		if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
 			return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 		}
-		err = w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{})
+		release, err = w.acquire(key, ch)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load piece %s: acquire shard: %w", pieceCid, err)
 	}
 	res, err := w.wait(ctx, ch)
 	if err != nil {
-		w.closeLate(ch)
+		w.closeLate(ch, release)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 	}
+	release() // from here an accessor holds the shard, or the acquire failed
 	if res.Error != nil {
 		w.closeAccessor(res)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, res.Error)
@@ -556,6 +565,19 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
 	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor}, nil
+}
+
+// acquire queues an acquisition of the shard, held (see pieceLocks.hold)
+// until the returned func is called. The piece lock orders it with
+// destroys: the dagstore looks the shard up before queueing, and an acquire
+// queued after the shard's destroy would run on the destroyed shard.
+func (w *Wrapper) acquire(key shard.Key, ch chan dagstore.ShardResult) (func(), error) {
+	unlock := w.pieces.lock(key)
+	defer unlock()
+	if err := w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{}); err != nil {
+		return nil, err
+	}
+	return w.pieces.hold(key), nil
 }
 
 // DestroyShard removes the shard, its index, any transient copy and its
@@ -572,7 +594,7 @@ func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.dagst.GetShardInfo(key); err != nil {
+	if _, err := w.shardInfo(key); err != nil {
 		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
 	}
 	ch := make(chan dagstore.ShardResult, 1)
@@ -605,7 +627,7 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
-	info, err := w.dagst.GetShardInfo(key)
+	info, err := w.shardInfo(key)
 	if err != nil {
 		return err
 	}
@@ -614,11 +636,12 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	if info.ShardState == dagstore.ShardStateInitializing || info.ShardState == dagstore.ShardStateRecovering {
 		return fmt.Errorf("%w: shard is %s", ErrShardInUse, info.ShardState)
 	}
-	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.dagst.DestroyShard(w.ctx, key, ch, dagstore.DestroyOpts{}); err != nil {
-		return err
+	// A queued acquire or recovery may start an initialisation before the
+	// dagstore gets to the destroy.
+	if w.pieces.held(key) {
+		return fmt.Errorf("%w: an acquire or recovery is pending", ErrShardInUse)
 	}
-	res, err := w.wait(w.ctx, ch)
+	res, err := w.destroyShard(key)
 	if err != nil {
 		return err
 	}
@@ -627,6 +650,11 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 			return fmt.Errorf("%w: %v", ErrShardInUse, res.Error)
 		}
 		return res.Error
+	}
+	// An initialisation the destroy raced with writes the record back when
+	// it completes; from now on such writes are dropped.
+	if err := w.records.forget(w.ctx, key); err != nil {
+		return err
 	}
 	// The dagstore deleted only the shard's record; remove the rest.
 	return w.purge(w.ctx, key)
@@ -686,7 +714,7 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 	for _, k := range keys {
 		// Entries of a shard whose destroy was interrupted may linger
 		// until the next start; never report a piece that is gone.
-		if _, err := w.dagst.GetShardInfo(k); err != nil {
+		if _, err := w.shardInfo(k); err != nil {
 			continue
 		}
 		c, err := cid.Decode(k.String())
@@ -713,7 +741,7 @@ func (w *Wrapper) GetIterableIndexForPiece(pieceCid cid.Cid) (carindex.IterableI
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.dagst.GetShardInfo(key); err != nil {
+	if _, err := w.shardInfo(key); err != nil {
 		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
 	}
 	idx, err := w.dagst.GetIterableIndex(key)
@@ -735,7 +763,7 @@ func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	info, err := w.dagst.GetShardInfo(key)
+	info, err := w.shardInfo(key)
 	if err != nil {
 		if bad, ok := w.badRecords[key]; ok {
 			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
@@ -761,7 +789,7 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 		return nil, fmt.Errorf("list shards: %w", err)
 	}
 	defer done()
-	all := w.dagst.AllShardsInfo()
+	all := w.allShardsInfo()
 	out := make([]ShardInfo, 0, len(all)+len(w.badRecords))
 	for k, info := range all {
 		c, err := cid.Decode(k.String())

@@ -1,0 +1,225 @@
+package dagwrap
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/mount"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+)
+
+// shardRecords is the datastore the dagstore keeps its shard records in. It
+// passes everything through to the shard-state store and fixes two gaps in
+// the dagstore's bookkeeping:
+//
+//   - The dagstore reports a lazy registration before it writes the shard's
+//     record, so a crash right after a registration returned could lose the
+//     shard. Registrations here wait for that write (see registerDurably).
+//   - A shard destroyed while an initialisation or recovery is running is
+//     written back when that work completes, and would reappear after a
+//     restart. Writes for destroyed shards are dropped (see forget) until
+//     the piece is registered again.
+type shardRecords struct {
+	ds.Batching
+
+	mu      sync.Mutex
+	gone    map[ds.Key]struct{}     // destroyed shards: their writes are dropped
+	waiting map[ds.Key][]chan error // registrations waiting for their first write
+	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
+}
+
+func newShardRecords(store ds.Batching) *shardRecords {
+	return &shardRecords{
+		Batching: store,
+		gone:     make(map[ds.Key]struct{}),
+		waiting:  make(map[ds.Key][]chan error),
+		kept:     make(map[ds.Key]struct{}),
+	}
+}
+
+// recordKey is where the dagstore (which namespaces our store) keeps k.
+func recordKey(k shard.Key) ds.Key {
+	return dagstore.StoreNamespace.Child(ds.NewKey(k.String()))
+}
+
+// Put writes a shard record, unless its shard was destroyed, and tells the
+// registrations waiting for it how the write went.
+func (r *shardRecords) Put(ctx context.Context, key ds.Key, value []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, gone := r.gone[key]; gone {
+		log.Debugw("dropping the record of a destroyed shard", "key", key)
+		return nil
+	}
+	err := r.Batching.Put(ctx, key, value)
+	for _, ch := range r.waiting[key] {
+		ch <- err
+	}
+	delete(r.waiting, key)
+	return err
+}
+
+// Delete deletes a shard record, unless the shard is being remounted.
+func (r *shardRecords) Delete(ctx context.Context, key ds.Key) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, kept := r.kept[key]; kept {
+		return nil
+	}
+	return r.Batching.Delete(ctx, key)
+}
+
+// keep makes the dagstore's deletes of k's record no-ops until the
+// returned func is called.
+func (r *shardRecords) keep(k shard.Key) func() {
+	key := recordKey(k)
+	r.mu.Lock()
+	r.kept[key] = struct{}{}
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.kept, key)
+		r.mu.Unlock()
+	}
+}
+
+// pendingWrite is a registration's wait for its shard's first record write.
+type pendingWrite struct {
+	key     ds.Key
+	written chan error
+	wasGone bool
+}
+
+// expect readies a wait for the next write of k's record, and lets writes
+// for k through again. Call it before queueing the registration.
+func (r *shardRecords) expect(k shard.Key) *pendingWrite {
+	p := &pendingWrite{key: recordKey(k), written: make(chan error, 1)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, p.wasGone = r.gone[p.key]
+	delete(r.gone, p.key)
+	r.waiting[p.key] = append(r.waiting[p.key], p.written)
+	return p
+}
+
+// abandon undoes expect for a registration that was not queued.
+func (r *shardRecords) abandon(p *pendingWrite) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ws := r.waiting[p.key]
+	for i, ch := range ws {
+		if ch == p.written {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(r.waiting, p.key)
+	} else {
+		r.waiting[p.key] = ws
+	}
+	if p.wasGone {
+		r.gone[p.key] = struct{}{}
+	}
+}
+
+// forget drops every later write of k's record, and deletes whatever a
+// late write has put back since the dagstore destroyed the shard. Callers
+// hold the piece lock, so no registration of k runs meanwhile.
+func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
+	key := recordKey(k)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gone[key] = struct{}{}
+	if err := r.Batching.Delete(ctx, key); err != nil {
+		return fmt.Errorf("delete shard record: %w", err)
+	}
+	return nil
+}
+
+// registerDurably queues the registration of key and sends its result on
+// out once the shard's record is on disk: a registration reported
+// successful survives a crash. The caller holds the piece lock and is a
+// call in flight (or a goroutine tracked by w.wg).
+func (w *Wrapper) registerDurably(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult) error {
+	pending := w.records.expect(key)
+	in := make(chan dagstore.ShardResult, 1)
+	if err := w.dagst.RegisterShard(w.ctx, key, mnt, in, opts); err != nil {
+		w.records.abandon(pending)
+		return err
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		var res dagstore.ShardResult
+		select {
+		case res = <-in:
+		case <-w.dagstClosed:
+			return
+		}
+		// A failed eager registration was written (as new) before it
+		// failed; only a success needs to wait.
+		if res.Error == nil {
+			select {
+			case err := <-pending.written:
+				if err != nil {
+					res.Error = fmt.Errorf("write shard record: %w", err)
+				}
+			case <-w.dagstClosed:
+				return
+			}
+		}
+		select {
+		case out <- res:
+		case <-w.dagstClosed:
+		}
+	}()
+	return nil
+}
+
+// remount replaces the mount of an errored shard by registering the piece
+// anew (lazily), and reports whether it did. It is how shards of a
+// sequential-only MinerAPI recover: the dagstore's mount upgrader never
+// retries a transient copy that failed once (its sync.Once is renewed only
+// on success), so a recovery through the dagstore would fail with the
+// first error until a restart. The shard's record stays on disk throughout
+// (the dagstore's delete of it is skipped), and so do its index and
+// top-level index entries, which the new registration reuses. The result
+// goes to results, like a recovery's.
+func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
+	unlock := w.pieces.lock(k)
+	defer unlock()
+	if w.pieces.held(k) {
+		return false
+	}
+	if info, err := w.shardInfo(k); err != nil || info.ShardState != dagstore.ShardStateErrored {
+		return false
+	}
+	pc, err := cid.Decode(k.String())
+	if err != nil {
+		return false
+	}
+	release := w.records.keep(k)
+	res, err := w.destroyShard(k)
+	release()
+	if err == nil {
+		err = res.Error
+	}
+	if err != nil {
+		log.Warnw("cannot remount errored shard; recovering it in place", "piece", k, "error", err)
+		return false
+	}
+	mnt := &pieceMount{API: w.api, PieceCid: pc}
+	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results); err != nil {
+		// Only a closing dagstore refuses; the record on disk brings the
+		// shard back on the next start.
+		log.Warnw("re-registering a remounted shard failed", "piece", k, "error", err)
+		return true
+	}
+	w.pieces.hold(k) // released by recoveryLoop with the result
+	return true
+}

@@ -210,14 +210,14 @@ func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
 		err = res.Error
 	}
 	if err != nil {
-		log.Warnw("cannot remount errored shard; recovering it in place", "piece", k, "error", err)
+		w.log.Warnw("cannot remount errored shard; recovering it in place", "piece", k, "error", err)
 		return false
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pc}
 	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results); err != nil {
 		// Only a closing dagstore refuses; the record on disk brings the
 		// shard back on the next start.
-		log.Warnw("re-registering a remounted shard failed", "piece", k, "error", err)
+		w.log.Warnw("re-registering a remounted shard failed", "piece", k, "error", err)
 		return true
 	}
 	w.pieces.hold(k) // released by recoveryLoop with the result

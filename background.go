@@ -71,20 +71,34 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 	for {
 		select {
 		case k := <-keys:
-			if !isRandomAccess(w.api) && w.remount(k, results) {
+			if isRandomAccess(w.api) {
+				w.recoverShard(k, results)
 				continue
 			}
-			// Held like an acquire until recoveryLoop gets the result.
-			unlock := w.pieces.lock(k)
-			if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
-				log.Warnw("could not queue shard recovery", "piece", k, "error", err)
-			} else {
-				w.pieces.hold(k)
-			}
-			unlock()
+			// A remount may wait for the acquire that failed to end.
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				if !w.remount(k, results) {
+					w.recoverShard(k, results)
+				}
+			}()
 		case <-w.ctx.Done():
 			return
 		}
+	}
+}
+
+// recoverShard queues the dagstore's recovery of k, held like an acquire
+// until recoveryLoop gets the result (which may come before RecoverShard
+// returns).
+func (w *Wrapper) recoverShard(k shard.Key, results chan dagstore.ShardResult) {
+	unlock := w.pieces.lock(k)
+	defer unlock()
+	release := w.pieces.hold(k)
+	if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
+		release()
+		log.Warnw("could not queue shard recovery", "piece", k, "error", err)
 	}
 }
 

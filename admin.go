@@ -263,8 +263,7 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	}
 	defer done()
 	ch := make(chan dagstore.ShardResult, 1)
-	remounted, err := w.submitRecover(pieceCid, ch)
-	if err != nil {
+	if err := w.submitRecover(pieceCid, ch); err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	res, err := w.wait(ctx, ch)
@@ -273,10 +272,7 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	w.pieces.unhold(res.Key)
-	if err = res.Error; err == nil && remounted {
-		err = w.initShard(ctx, pieceCid)
-	}
-	if err != nil {
+	if err := res.Error; err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	return nil
@@ -284,14 +280,14 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 
 // submitRecover queues the recovery of an errored shard (see
 // queueRecovery); its result will arrive on ch, which must have room for it.
-func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) (remounted bool, err error) {
+func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) error {
 	key := shard.KeyFromCID(pieceCid)
 	info, err := w.shardState(key)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if info.ShardState != dagstore.ShardStateErrored {
-		return false, fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
+		return fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
 	}
 	return w.queueRecovery(key, ch)
 }
@@ -334,14 +330,11 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 	// it, even after this call has given up.
 	ch := make(chan dagstore.ShardResult, len(errored))
 	pending := 0
-	remounted := map[shard.Key]bool{}
 	for _, pc := range errored {
-		re, err := w.submitRecover(pc, ch)
-		if err != nil {
+		if err := w.submitRecover(pc, ch); err != nil {
 			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
 			continue
 		}
-		remounted[shard.KeyFromCID(pc)] = re
 		pending++
 	}
 	for ; pending > 0; pending-- {
@@ -355,11 +348,8 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 		if err != nil {
 			continue
 		}
-		if err = r.Error; err == nil && remounted[r.Key] {
-			err = w.initShard(ctx, pc)
-		}
-		if err != nil {
-			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
+		if r.Error != nil {
+			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, r.Error)
 		} else {
 			res.Recovered = append(res.Recovered, pc)
 		}

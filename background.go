@@ -82,9 +82,20 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 	for {
 		select {
 		case k := <-keys:
-			if _, err := w.queueRecovery(k, results); err != nil {
-				w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
+			if isRandomAccess(w.api) {
+				if err := w.recoverShard(k, results); err != nil {
+					w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
+				}
+				continue
 			}
+			// A remount may wait for the acquire that failed to end.
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				if err := w.queueRecovery(k, results); err != nil {
+					w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
+				}
+			}()
 		case <-w.ctx.Done():
 			return
 		}
@@ -94,20 +105,27 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 // queueRecovery queues the recovery of an errored shard; its result will
 // arrive on results, which must have room for it, and the shard is held
 // (see pieceLocks.hold) until the receiver unholds it. Shards of a
-// sequential-only MinerAPI are remounted instead (see remount): remounted
-// says the shard is registered anew, lazily, and is indexed on its next
-// acquire.
-func (w *Wrapper) queueRecovery(k shard.Key, results chan dagstore.ShardResult) (remounted bool, err error) {
+// sequential-only MinerAPI are remounted (see remount), which may wait for
+// a failed acquire to end.
+func (w *Wrapper) queueRecovery(k shard.Key, results chan dagstore.ShardResult) error {
 	if !isRandomAccess(w.api) && w.remount(k, results) {
-		return true, nil
+		return nil
 	}
+	return w.recoverShard(k, results)
+}
+
+// recoverShard queues the dagstore's recovery of k, held like an acquire
+// until the receiver of results unholds it (the result may come before
+// RecoverShard returns).
+func (w *Wrapper) recoverShard(k shard.Key, results chan dagstore.ShardResult) error {
 	unlock := w.pieces.lock(k)
 	defer unlock()
+	release := w.pieces.hold(k)
 	if err := w.dagst.RecoverShard(w.ctx, k, results, dagstore.RecoverOpts{}); err != nil {
-		return false, err
+		release()
+		return err
 	}
-	w.pieces.hold(k)
-	return false, nil
+	return nil
 }
 
 // unholdLate unholds the shards of the n results still to arrive on ch after

@@ -94,7 +94,7 @@ func TestIndexingBounded(t *testing.T) {
 	api := newFakeAPI(true)
 	pieces := makePieces(t, api, t.TempDir(), 20)
 	// Indexing is what reads a piece's stream from the API: count the
-	// readers being read, and hold them until the gate opens.
+	// readers being read, and hold their reads until the gate opens.
 	var readers gauge
 	var counting atomic.Bool
 	counting.Store(true)
@@ -115,8 +115,9 @@ func TestIndexingBounded(t *testing.T) {
 	}
 }
 
-// gatedReader holds every read until gate is closed, counting the readers
-// inside a read meanwhile.
+// gatedReader holds every sequential read (indexing reads the stream; a
+// header peek or a block read uses ReadAt) until gate is closed, counting
+// the readers that started reading meanwhile.
 type gatedReader struct {
 	mount.Reader
 	gate     chan struct{}
@@ -136,11 +137,6 @@ func (r *gatedReader) hold() {
 func (r *gatedReader) Read(p []byte) (int, error) {
 	r.hold()
 	return r.Reader.Read(p)
-}
-
-func (r *gatedReader) ReadAt(p []byte, off int64) (int, error) {
-	r.hold()
-	return r.Reader.ReadAt(p, off)
 }
 
 func (r *gatedReader) Close() error {

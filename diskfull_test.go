@@ -69,11 +69,10 @@ func TestTransientCopyOnFullDisk(t *testing.T) {
 	checkCleanFailure(t, root, pc, err)
 	assertServes(t, w, good, "testdata/sample.car")
 
-	// Space again: the recovery loop remounts the shard (lazily), and the
-	// next load copies it.
+	// Space again: the recovery loop remounts the shard, copying it anew.
 	waitFor(t, "shard recovered", func() bool {
 		info, err := w.ShardInfo(pc)
-		return err == nil && info.State == dagstore.ShardStateNew
+		return err == nil && info.State == dagstore.ShardStateAvailable
 	})
 	assertServes(t, w, pc, "testdata/padded.car")
 }

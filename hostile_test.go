@@ -3,6 +3,7 @@ package dagwrap
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	levelds "github.com/ipfs/go-ds-leveldb"
+	carv2 "github.com/ipld/go-car/v2"
 )
 
 // hostileCase is one bad piece or call. setup prepares the API (before the
@@ -426,5 +428,39 @@ func TestBadRootDir(t *testing.T) {
 	checkHostileError(t, err, cid.Undef, nil, []string{ro})
 	if !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EACCES) {
 		t.Fatalf("error %v is neither EROFS nor EACCES", err)
+	}
+}
+
+// TestCARv2PieceIndexIsNotTrusted: a CARv2 piece carries its own index,
+// which go-car would trust (a corrupt one panics in a dagstore goroutine or
+// allocates gigabytes). Its index is ignored: the data is indexed, and the
+// piece serves exactly, whatever its index says.
+func TestCARv2PieceIndexIsNotTrusted(t *testing.T) {
+	v2 := filepath.Join(t.TempDir(), "v2.car")
+	if err := carv2.WrapV1File("testdata/sample.car", v2); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idxAt := binary.LittleEndian.Uint64(b[indexOffsetAt:])
+	if idxAt == 0 || idxAt+40 > uint64(len(b)) {
+		t.Fatalf("no index in the CARv2 (offset %d)", idxAt)
+	}
+	corrupt := bytes.Clone(b)
+	for i := idxAt + 2; i < idxAt+40; i++ {
+		corrupt[i] = 0xff // widths and counts no real index has
+	}
+	for _, random := range []bool{true, false} {
+		api := newFakeAPI(random)
+		w := openWrapper(t, t.TempDir(), api)
+		for name, piece := range map[string][]byte{"valid": b, "corrupt index": corrupt} {
+			pc := writeBytes(t, api, piece)
+			if err := w.RegisterShardSync(context.Background(), pc, "", true); err != nil {
+				t.Fatalf("random=%v %s: %v", random, name, err)
+			}
+			assertServes(t, w, pc, "testdata/sample.car")
+		}
 	}
 }

@@ -198,7 +198,7 @@ var _ mount.Mount = (*pieceMount)(nil)
 func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {
 	if m.localPath != "" {
 		if f, err := os.Open(m.localPath); err == nil {
-			return f, nil
+			return m.mask(f)
 		}
 	}
 	if m.API == nil {
@@ -222,7 +222,18 @@ func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {
 		_ = r.Close()
 		return nil, err
 	}
-	return checked, nil
+	return m.mask(checked)
+}
+
+// mask hides a CARv2 piece's own index from the dagstore (see maskIndex).
+func (m *pieceMount) mask(r mount.Reader) (mount.Reader, error) {
+	_, isFile := r.(*os.File)
+	masked, err := maskIndex(r, isFile || isRandomAccess(m.API))
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
+	}
+	return masked, nil
 }
 
 // checkSize makes a piece shorter than the API says it is an error, instead

@@ -12,8 +12,10 @@ type pieceLocks struct {
 	mu sync.Mutex
 	m  map[shard.Key]*pieceLock
 	// pending counts the acquires and recoveries queued for each piece
-	// whose result has not arrived yet (see hold).
+	// whose result has not arrived yet (see hold); idle holds the channels
+	// to close when a piece's count drops to zero.
 	pending map[shard.Key]int
+	idle    map[shard.Key][]chan struct{}
 }
 
 type pieceLock struct {
@@ -68,7 +70,28 @@ func (p *pieceLocks) unhold(key shard.Key) {
 	defer p.mu.Unlock()
 	if p.pending[key]--; p.pending[key] <= 0 {
 		delete(p.pending, key)
+		for _, ch := range p.idle[key] {
+			close(ch)
+		}
+		delete(p.idle, key)
 	}
+}
+
+// whenIdle returns a channel closed once no acquire or recovery of key is
+// pending.
+func (p *pieceLocks) whenIdle(key shard.Key) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ch := make(chan struct{})
+	if p.pending[key] <= 0 {
+		close(ch)
+		return ch
+	}
+	if p.idle == nil {
+		p.idle = make(map[shard.Key][]chan struct{})
+	}
+	p.idle[key] = append(p.idle[key], ch)
+	return ch
 }
 
 // held reports whether an acquire or recovery of key is pending.

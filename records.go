@@ -2,7 +2,9 @@ package dagwrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/filecoin-project/dagstore"
@@ -181,21 +183,30 @@ func (w *Wrapper) registerDurably(key shard.Key, mnt mount.Mount, opts dagstore.
 	return nil
 }
 
-// remount replaces the mount of an errored shard by registering the piece
-// anew (lazily), and reports whether it did. It is how shards of a
-// sequential-only MinerAPI recover: the dagstore's mount upgrader never
-// retries a transient copy that failed once (its sync.Once is renewed only
-// on success), so a recovery through the dagstore would fail with the
-// first error until a restart. The shard's record stays on disk throughout
-// (the dagstore's delete of it is skipped), and so do its index and
-// top-level index entries, which the new registration reuses. The result
-// goes to results, like a recovery's.
+// remount recovers an errored shard by registering the piece anew, and
+// reports whether it did. It is how shards of a sequential-only MinerAPI
+// recover: the dagstore's mount upgrader never retries a transient copy
+// that failed once (its sync.Once is renewed only on success), so a
+// recovery through the dagstore would fail with the first error until a
+// restart. Like a recovery, it drops the index and fetches and indexes the
+// piece again (the top-level index entries are rewritten). The shard's
+// record stays on disk throughout (the dagstore's delete of it is skipped),
+// so a crash meanwhile leaves an errored shard, recovered on its next
+// acquire. The result goes to results, like a recovery's.
 func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
+	// The acquire whose failure brought us here may not have ended yet.
 	unlock := w.pieces.lock(k)
-	defer unlock()
-	if w.pieces.held(k) {
-		return false
+	for w.pieces.held(k) {
+		idle := w.pieces.whenIdle(k)
+		unlock()
+		select {
+		case <-idle:
+		case <-w.ctx.Done():
+			return true // closing: nothing to recover
+		}
+		unlock = w.pieces.lock(k)
 	}
+	defer unlock()
 	if info, err := w.shardInfo(k); err != nil || info.ShardState != dagstore.ShardStateErrored {
 		return false
 	}
@@ -213,13 +224,16 @@ func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
 		w.log.Warnw("cannot remount errored shard; recovering it in place", "piece", k, "error", err)
 		return false
 	}
+	if _, err := w.irepo.DropFullIndex(k); err != nil && !errors.Is(err, os.ErrNotExist) {
+		w.log.Warnw("remount: dropping the index failed", "piece", k, "error", err)
+	}
 	mnt := &pieceMount{API: w.api, PieceCid: pc}
-	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results); err != nil {
+	release = w.pieces.hold(k) // until recoveryLoop gets the result
+	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{}, results); err != nil {
+		release()
 		// Only a closing dagstore refuses; the record on disk brings the
 		// shard back on the next start.
 		w.log.Warnw("re-registering a remounted shard failed", "piece", k, "error", err)
-		return true
 	}
-	w.pieces.hold(k) // released by recoveryLoop with the result
 	return true
 }

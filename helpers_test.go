@@ -1,9 +1,9 @@
 package dagwrap
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,12 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spstack/dagwrap/internal/cargen"
+
 	"github.com/filecoin-project/dagstore/mount"
-	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	carv2 "github.com/ipld/go-car/v2"
-	"github.com/multiformats/go-multihash"
 )
 
 // fakeAPI is a MinerAPI serving real CAR files from disk. It counts
@@ -196,44 +195,21 @@ func (a *fakeAPI) setSealed(pc cid.Cid, sealed bool) {
 
 func pieceCID(t testing.TB, data []byte) cid.Cid {
 	t.Helper()
-	var cp commp.Calc
-	if _, err := cp.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	digest, _, err := cp.Digest()
+	pc, _, err := cargen.CommP(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh)
+	return pc
 }
 
 // carBlocks reads every block of a CAR (zero padding ends it).
 func carBlocks(t testing.TB, path string) []blocks.Block {
 	t.Helper()
-	f, err := os.Open(path)
+	_, blks, err := cargen.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []blocks.Block
-	for {
-		b, err := br.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
+	return blks
 }
 
 // openWrapper opens and starts a Wrapper on root; Close runs at cleanup.

@@ -21,6 +21,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	carindex "github.com/ipld/go-car/v2/index"
 	"github.com/multiformats/go-multihash"
+	ldberrors "github.com/syndtr/goleveldb/leveldb/errors"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
 )
 
@@ -189,12 +190,7 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	store := o.store
 	w.nodeStore = store != nil
 	if store == nil {
-		store, err = levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{
-			Compression: ldbopts.NoCompression,
-			NoSync:      false,
-			Strict:      ldbopts.StrictAll,
-		})
-		if err != nil {
+		if store, err = w.openLevelDB(filepath.Join(root, datastoreDir)); err != nil {
 			return fmt.Errorf("open shard-state datastore: %w", err)
 		}
 	}
@@ -237,6 +233,23 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		return fmt.Errorf("create dagstore: %w", err)
 	}
 	return nil
+}
+
+// openLevelDB opens the shard-state LevelDB: no compression, synced
+// writes, strict checks. A process killed in the middle of a journal write
+// leaves a torn record at the journal's tail, which strict journal checks
+// refuse to replay; that record was never acknowledged (writes are synced
+// before they return), so it is dropped rather than the root refused: the
+// journal checks are relaxed for the replay of that one open.
+func (w *Wrapper) openLevelDB(path string) (*levelds.Datastore, error) {
+	opts := levelds.Options{Compression: ldbopts.NoCompression, NoSync: false, Strict: ldbopts.StrictAll}
+	db, err := levelds.NewDatastore(path, &opts)
+	if !ldberrors.IsCorrupted(err) {
+		return db, err
+	}
+	w.log.Warnw("shard-state journal has a torn tail (the last run was killed mid-write); dropping it", "path", path, "error", err)
+	opts.Strict = ldbopts.StrictAll &^ ldbopts.StrictJournal &^ ldbopts.StrictJournalChecksum
+	return levelds.NewDatastore(path, &opts)
 }
 
 // Start starts the MinerAPI, restores shard state and starts the dagstore

@@ -550,3 +550,33 @@ func TestGCReclaimsTransientsOnSchedule(t *testing.T) {
 		t.Fatalf("%d fetches, want 2", n)
 	}
 }
+
+func TestTornJournalTailIsDropped(t *testing.T) {
+	root := t.TempDir()
+	api := newFakeAPI(true)
+	w := openWrapper(t, root, api)
+	pc := api.addPiece(t, "testdata/sample.car")
+	if err := w.RegisterShardSync(context.Background(), pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What a kill in the middle of a journal write leaves: a chunk header
+	// whose length runs past the end of the file.
+	logs, err := filepath.Glob(filepath.Join(root, datastoreDir, "*.log"))
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("no LevelDB journal: %v", err)
+	}
+	f, err := os.OpenFile(logs[len(logs)-1], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{1, 2, 3, 4, 0xff, 0x7f, 1}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+
+	w2 := openWrapper(t, root, api)
+	assertServes(t, w2, pc, "testdata/sample.car")
+}

@@ -7,12 +7,11 @@ import (
 	"os"
 	"testing"
 
+	"github.com/spstack/dagwrap/internal/cargen"
+
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/mount"
-	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
-	carv2 "github.com/ipld/go-car/v2"
-	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spstack/dagwrap"
 	"github.com/spstack/dagwrap/dagwrapfx"
@@ -37,23 +36,15 @@ func (a *carAPI) add(t *testing.T, path string) cid.Cid {
 
 // serve serves the CAR file at path and returns its piece CID (CommP).
 func (a *carAPI) serve(path string) (cid.Cid, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return cid.Undef, err
 	}
-	var cp commp.Calc
-	if _, err := cp.Write(b); err != nil {
-		return cid.Undef, err
-	}
-	digest, _, err := cp.Digest()
+	defer f.Close()
+	pc, _, err := cargen.CommP(f)
 	if err != nil {
 		return cid.Undef, err
 	}
-	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
-	if err != nil {
-		return cid.Undef, err
-	}
-	pc := cid.NewCidV1(cid.FilCommitmentUnsealed, mh)
 	if a.pieces == nil {
 		a.pieces = map[cid.Cid]string{}
 	}
@@ -179,17 +170,12 @@ func TestModuleFailedStartReleasesRoot(t *testing.T) {
 }
 
 func carRoot(path string) (cid.Cid, error) {
-	f, err := os.Open(path)
+	roots, _, err := cargen.Read(path)
 	if err != nil {
 		return cid.Undef, err
 	}
-	defer f.Close()
-	br, err := carv2.NewBlockReader(f)
-	if err != nil {
-		return cid.Undef, err
-	}
-	if len(br.Roots) == 0 {
+	if len(roots) == 0 {
 		return cid.Undef, errors.New("CAR has no root")
 	}
-	return br.Roots[0], nil
+	return roots[0], nil
 }

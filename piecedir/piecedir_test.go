@@ -11,12 +11,11 @@ import (
 	"sync"
 	"testing"
 
-	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	"github.com/spstack/dagwrap/internal/cargen"
+
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	carv2 "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/blockstore"
-	"github.com/multiformats/go-multihash"
 
 	"github.com/spstack/dagwrap"
 )
@@ -27,46 +26,24 @@ const (
 	corruptCAR = "../testdata/corrupt.car"
 )
 
-// commP computes the piece CID of data with the CommP library directly.
+// commP computes the piece CID and padded size of data, independently of
+// the folder's own hashing.
 func commP(t *testing.T, data []byte) (cid.Cid, uint64) {
 	t.Helper()
-	var cp commp.Calc
-	if _, err := cp.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	digest, size, err := cp.Digest()
+	pc, size, err := cargen.CommP(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh), size
+	return pc, size
 }
 
 func carBlocks(t *testing.T, path string) []blocks.Block {
 	t.Helper()
-	f, err := os.Open(path)
+	_, blks, err := cargen.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []blocks.Block
-	for {
-		b, err := br.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
+	return blks
 }
 
 func startDir(t *testing.T, path string) *Dir {

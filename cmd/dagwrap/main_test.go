@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -16,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	"github.com/spstack/dagwrap/internal/cargen"
+
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	carv2 "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/blockstore"
 	"github.com/multiformats/go-multihash"
 
@@ -144,48 +143,26 @@ func decode(t *testing.T, r result, v any) {
 // pieceCID is the CommP of a file, computed here independently.
 func pieceCID(t *testing.T, path string) cid.Cid {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cp commp.Calc
-	if _, err := cp.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	digest, _, err := cp.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh)
-}
-
-// readCAR returns a CAR's roots and blocks.
-func readCAR(t *testing.T, path string) ([]cid.Cid, []blocks.Block) {
-	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
+	pc, _, err := cargen.CommP(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []blocks.Block
-	for {
-		b, err := br.Next()
-		if err == io.EOF {
-			return br.Roots, out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
+	return pc
+}
+
+// readCAR returns a CAR's roots and blocks.
+func readCAR(t *testing.T, path string) ([]cid.Cid, []blocks.Block) {
+	t.Helper()
+	roots, blks, err := cargen.Read(path)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return roots, blks
 }
 
 // makeCAR writes a CARv1 of n random blocks, distinct per seed.

@@ -18,7 +18,9 @@ import (
 	"os"
 
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
 	dagpb "github.com/ipld/go-codec-dagpb"
 	"github.com/ipld/go-ipld-prime/codec/dagcbor"
 	"github.com/ipld/go-ipld-prime/datamodel"
@@ -342,4 +344,29 @@ func CommP(r io.Reader) (cid.Cid, uint64, error) {
 	}
 	c, err := PieceCID(digest)
 	return c, padded, err
+}
+
+// Read returns the roots and every block of the CAR at path, in file order;
+// zero padding after the last block ends it, as in an unsealed piece.
+func Read(path string) ([]cid.Cid, []blocks.Block, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	br, err := carv2.NewBlockReader(f, carv2.ZeroLengthSectionAsEOF(true))
+	if err != nil {
+		return nil, nil, fmt.Errorf("cargen: read %s: %w", path, err)
+	}
+	var out []blocks.Block
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			return br.Roots, out, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("cargen: read %s: %w", path, err)
+		}
+		out = append(out, b)
+	}
 }

@@ -70,11 +70,11 @@ func (w *Wrapper) initShard(ctx context.Context, pieceCid cid.Cid) error {
 // shardState returns the dagstore's view of the shard, or the reason its
 // record could not be restored, or ErrShardUnknown.
 func (w *Wrapper) shardState(key shard.Key) (dagstore.ShardInfo, error) {
-	info, err := w.dagst.GetShardInfo(key)
+	info, err := w.shardInfo(key)
 	if err == nil {
 		return info, nil
 	}
-	if bad, ok := w.badRecords[key]; ok {
+	if bad, ok := w.bad.get(key); ok {
 		return dagstore.ShardInfo{}, bad
 	}
 	return dagstore.ShardInfo{}, err
@@ -145,7 +145,7 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 	defer done()
 
 	var pieces []cid.Cid
-	for k, info := range w.dagst.AllShardsInfo() {
+	for k, info := range w.allShardsInfo() {
 		if info.ShardState != dagstore.ShardStateNew {
 			continue
 		}
@@ -311,7 +311,7 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 	defer done()
 
 	var errored []cid.Cid
-	for k, info := range w.dagst.AllShardsInfo() {
+	for k, info := range w.allShardsInfo() {
 		if info.ShardState != dagstore.ShardStateErrored {
 			continue
 		}
@@ -319,7 +319,7 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 			errored = append(errored, c)
 		}
 	}
-	for k, bad := range w.badRecords {
+	for k, bad := range w.bad.all() {
 		if c, err := cid.Decode(k.String()); err == nil {
 			res.Failed[c] = bad
 		}
@@ -393,7 +393,7 @@ func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
 	// The dagstore reports every shard it considered, transient or not;
 	// what was on disk before says what was actually reclaimed.
 	before := make(map[shard.Key]int64)
-	for k := range w.dagst.AllShardsInfo() {
+	for k := range w.allShardsInfo() {
 		if st, err := os.Stat(transientPath(w.cfg.RootDir, k)); err == nil {
 			before[k] = st.Size()
 		}

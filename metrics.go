@@ -406,14 +406,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range stateLabels {
 		byState[l] = 0
 	}
-	for _, info := range w.dagst.AllShardsInfo() {
+	infos := w.allShardsInfo()
+	for _, info := range infos {
 		l, ok := stateLabels[info.ShardState]
 		if !ok {
 			l = stateLabels[dagstore.ShardStateUnknown]
 		}
 		byState[l]++
 	}
-	byState[stateLabels[dagstore.ShardStateErrored]] += len(w.badRecords)
+	for k := range w.bad.all() {
+		if _, known := infos[k]; !known {
+			byState[stateLabels[dagstore.ShardStateErrored]]++
+		}
+	}
 	for l, n := range byState {
 		ch <- prometheus.MustNewConstMetric(c.shards, prometheus.GaugeValue, float64(n), l)
 	}

@@ -188,6 +188,39 @@ func TestUnrestorableRecordIsReportedNotFatal(t *testing.T) {
 	}
 	assertServes(t, w, good, "testdata/sample.car")
 	<-w.reconciled
+
+	// An operator removes it like any shard, and it stays gone.
+	if err := w.DestroyShardSync(context.Background(), bad); err != nil {
+		t.Fatalf("destroying an unrestorable record: %v", err)
+	}
+	if _, err := w.ShardInfo(bad); !errors.Is(err, ErrShardUnknown) {
+		t.Fatalf("after destroy: %v, want ErrShardUnknown", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w2 := openWrapper(t, root, api)
+	if all, _ := w2.ListShards(); len(all) != 1 || !all[0].PieceCID.Equals(good) {
+		t.Fatalf("after restart: %v, want only the good shard", all)
+	}
+}
+
+func TestRegisteringReplacesAnUnrestorableRecord(t *testing.T) {
+	root := t.TempDir()
+	api := newFakeAPI(true)
+	pc := api.addPiece(t, "testdata/sample.car")
+	lotusRoot(t, root, nil, map[string]dagstore.PersistedShard{
+		pc.String(): {Key: pc.String(), URL: "lotus://garbage", State: dagstore.ShardStateAvailable},
+	})
+	w := openWrapper(t, root, api)
+	if err := w.RegisterShardSync(context.Background(), pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	all, err := w.ListShards()
+	if err != nil || len(all) != 1 || all[0].State != dagstore.ShardStateAvailable {
+		t.Fatalf("after re-registering: %+v, %v; want the piece once, available", all, err)
+	}
+	assertServes(t, w, pc, "testdata/sample.car")
 }
 
 func TestInterruptedRecoveryIsNotStuck(t *testing.T) {

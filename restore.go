@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
@@ -27,7 +28,6 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 		return fmt.Errorf("read shard records: %w", err)
 	}
 	defer res.Close()
-	w.badRecords = make(map[shard.Key]error)
 	for r, ok := res.NextSync(); ok; r, ok = res.NextSync() {
 		if r.Error != nil {
 			return fmt.Errorf("read shard records: %w", r.Error)
@@ -61,7 +61,47 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 func (w *Wrapper) badRecord(key shard.Key, err error) {
 	err = fmt.Errorf("piece %s: shard record cannot be restored: %w", key, err)
 	w.log.Errorw("skipping shard record", "piece", key, "error", err)
-	w.badRecords[key] = err
+	w.bad.add(key, err)
+}
+
+// badRecords holds the shard records that could not be restored, until
+// they are destroyed or their piece is registered again.
+type badRecords struct {
+	mu sync.RWMutex
+	m  map[shard.Key]error
+}
+
+func (b *badRecords) add(k shard.Key, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = make(map[shard.Key]error)
+	}
+	b.m[k] = err
+}
+
+func (b *badRecords) get(k shard.Key) (error, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	err, ok := b.m[k]
+	return err, ok
+}
+
+func (b *badRecords) remove(k shard.Key) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.m, k)
+}
+
+// all returns a copy of the set.
+func (b *badRecords) all() map[shard.Key]error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make(map[shard.Key]error, len(b.m))
+	for k, err := range b.m {
+		out[k] = err
+	}
+	return out
 }
 
 // checkMountURL reports whether a persisted mount URL revives a piece mount.
@@ -171,7 +211,7 @@ func (w *Wrapper) known(k shard.Key) bool {
 	if _, err := w.shardInfo(k); err == nil {
 		return true
 	}
-	_, bad := w.badRecords[k]
+	_, bad := w.bad.get(k)
 	return bad
 }
 

@@ -137,7 +137,7 @@ type Wrapper struct {
 
 	// badRecords holds shard records that could not be restored, so that
 	// operators see them instead of a silent skip.
-	badRecords map[shard.Key]error
+	bad badRecords
 }
 
 // New opens (creating if needed) the dagstore root in cfg.RootDir. It takes
@@ -504,6 +504,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 	if err := w.registerDurably(key, mnt, opts, ch); err != nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
+	w.bad.remove(key) // its new record replaces the one that could not be restored
 	return ch, nil
 }
 
@@ -607,8 +608,8 @@ func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.shardInfo(key); err != nil {
-		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
+	if !w.known(key) {
+		return fmt.Errorf("destroy piece %s: %w", pieceCid, ErrShardUnknown)
 	}
 	ch := make(chan dagstore.ShardResult, 1)
 	w.wg.Add(1)
@@ -642,6 +643,9 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	defer unlock()
 	info, err := w.shardInfo(key)
 	if err != nil {
+		if _, bad := w.bad.get(key); bad && errors.Is(err, dagstore.ErrShardUnknown) {
+			return w.destroyRecord(key)
+		}
 		return err
 	}
 	// The dagstore would destroy a shard mid-initialisation and then write
@@ -671,6 +675,19 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	}
 	// The dagstore deleted only the shard's record; remove the rest.
 	return w.purge(w.ctx, key)
+}
+
+// destroyRecord removes a shard record the dagstore could not restore, and
+// what its shard left on disk. Callers hold the piece lock.
+func (w *Wrapper) destroyRecord(key shard.Key) error {
+	if err := w.records.forget(w.ctx, key); err != nil {
+		return err
+	}
+	if err := w.purge(w.ctx, key); err != nil {
+		return err
+	}
+	w.bad.remove(key)
+	return nil
 }
 
 // purge removes what a destroyed shard leaves on disk: its top-level index
@@ -778,7 +795,7 @@ func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
 	key := shard.KeyFromCID(pieceCid)
 	info, err := w.shardInfo(key)
 	if err != nil {
-		if bad, ok := w.badRecords[key]; ok {
+		if bad, ok := w.bad.get(key); ok {
 			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
 		}
 		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
@@ -803,7 +820,8 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 	}
 	defer done()
 	all := w.allShardsInfo()
-	out := make([]ShardInfo, 0, len(all)+len(w.badRecords))
+	bad := w.bad.all()
+	out := make([]ShardInfo, 0, len(all)+len(bad))
 	for k, info := range all {
 		c, err := cid.Decode(k.String())
 		if err != nil {
@@ -812,9 +830,12 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 		}
 		out = append(out, toShardInfo(c, info))
 	}
-	for k, bad := range w.badRecords {
-		if c, err := cid.Decode(k.String()); err == nil {
-			out = append(out, ShardInfo{PieceCID: c, State: dagstore.ShardStateErrored, Error: bad})
+	for k, err := range bad {
+		if _, known := all[k]; known {
+			continue
+		}
+		if c, derr := cid.Decode(k.String()); derr == nil {
+			out = append(out, ShardInfo{PieceCID: c, State: dagstore.ShardStateErrored, Error: err})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PieceCID.String() < out[j].PieceCID.String() })

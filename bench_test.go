@@ -7,8 +7,6 @@ package dagwrap
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -25,7 +23,6 @@ import (
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/blockstore"
 	carindex "github.com/ipld/go-car/v2/index"
-	"github.com/multiformats/go-multihash"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
 	"golang.org/x/exp/mmap"
 
@@ -317,36 +314,17 @@ func BenchmarkGetPiecesContainingBlock(b *testing.B) {
 	}
 }
 
-type mhSlice []multihash.Multihash
-
-func (l mhSlice) ForEach(fn func(multihash.Multihash) error) error {
-	for _, mh := range l {
-		if err := fn(mh); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func counterMH(i uint64) multihash.Multihash {
-	var buf [8]byte
-	binary.LittleEndian.PutUint64(buf[:], i)
-	d := sha256.Sum256(buf[:])
-	mh, _ := multihash.Encode(d[:], multihash.SHA2_256)
-	return mh
-}
-
 // Case 7: one op adds a piece of 1,000 multihashes, 100 of which every
 // piece holds, to an index that grows with b.N; then lookups.
 func BenchmarkTopLevelIndex(b *testing.B) {
-	common := make(mhSlice, 100)
+	common := make(cargen.Multihashes, 100)
 	for i := range common {
-		common[i] = counterMH(1<<62 + uint64(i))
+		common[i] = cargen.CounterMultihash(1<<62 + uint64(i))
 	}
-	piece := func(p int) mhSlice {
-		l := append(mhSlice{}, common...)
+	piece := func(p int) cargen.Multihashes {
+		l := append(cargen.Multihashes{}, common...)
 		for j := len(common); j < 1000; j++ {
-			l = append(l, counterMH(uint64(p*1000+j)))
+			l = append(l, cargen.CounterMultihash(uint64(p*1000+j)))
 		}
 		return l
 	}

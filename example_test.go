@@ -95,6 +95,24 @@ func (a *carAPI) Start(context.Context) error { return nil }
 // RandomAccess: files support ReadAt and Seek, so no transient copies.
 func (a *carAPI) RandomAccess() bool { return true }
 
+// startExample opens and starts a Wrapper on a temporary root, serving
+// the given CARs; done closes it and removes the root.
+func startExample(ctx context.Context, cars []string, opts ...dagwrap.Option) (*dagwrap.Wrapper, []cid.Cid, func()) {
+	root, err := os.MkdirTemp("", "dagwrap-example-")
+	if err != nil {
+		panic(err)
+	}
+	api, pieces := newCarAPI(cars...)
+	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api, opts...)
+	if err != nil {
+		panic(err)
+	}
+	if err := w.Start(ctx); err != nil {
+		panic(err)
+	}
+	return w, pieces, func() { _ = w.Close(); _ = os.RemoveAll(root) }
+}
+
 // carRoot returns the first root of a CAR file.
 func carRoot(path string) cid.Cid {
 	f, err := os.Open(path)
@@ -143,20 +161,8 @@ func Example() {
 // Register a piece when its deal is handed off, then serve blocks from it.
 func ExampleWrapper_LoadShard() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "dagwrap-example-")
-	if err != nil {
-		panic(err)
-	}
-	defer os.RemoveAll(root)
-	api, pieces := newCarAPI("testdata/sample.car")
-	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
-	if err != nil {
-		panic(err)
-	}
-	defer w.Close()
-	if err := w.Start(ctx); err != nil {
-		panic(err)
-	}
+	w, pieces, done := startExample(ctx, []string{"testdata/sample.car"})
+	defer done()
 
 	// Eager: fetch and index now, so that the first retrieval is fast.
 	if err := w.RegisterShardSync(ctx, pieces[0], "", true); err != nil {
@@ -189,20 +195,8 @@ func ExampleWrapper_LoadShard() {
 // handed-off piece, once per root.
 func ExampleWrapper_MigrateDeals() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "dagwrap-example-")
-	if err != nil {
-		panic(err)
-	}
-	defer os.RemoveAll(root)
-	api, pieces := newCarAPI("testdata/sample.car", "testdata/padded.car")
-	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
-	if err != nil {
-		panic(err)
-	}
-	defer w.Close()
-	if err := w.Start(ctx); err != nil {
-		panic(err)
-	}
+	w, pieces, done := startExample(ctx, []string{"testdata/sample.car", "testdata/padded.car"})
+	defer done()
 
 	deals := []dagwrap.Deal{
 		{DealID: 1, PieceCID: pieces[0], HandedOff: true},
@@ -227,20 +221,8 @@ func ExampleWrapper_MigrateDeals() {
 // Find which pieces hold a block, then load one of them to serve it.
 func ExampleWrapper_GetPiecesContainingBlock() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "dagwrap-example-")
-	if err != nil {
-		panic(err)
-	}
-	defer os.RemoveAll(root)
-	api, pieces := newCarAPI("testdata/sample.car", "testdata/padded.car")
-	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
-	if err != nil {
-		panic(err)
-	}
-	defer w.Close()
-	if err := w.Start(ctx); err != nil {
-		panic(err)
-	}
+	w, pieces, done := startExample(ctx, []string{"testdata/sample.car", "testdata/padded.car"})
+	defer done()
 	for _, pc := range pieces {
 		if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {
 			panic(err)
@@ -272,20 +254,8 @@ func ExampleWrapper_GetPiecesContainingBlock() {
 // one whose deal has expired.
 func ExampleWrapper_ListShards() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "dagwrap-example-")
-	if err != nil {
-		panic(err)
-	}
-	defer os.RemoveAll(root)
-	api, pieces := newCarAPI("testdata/sample.car", "testdata/padded.car")
-	w, err := dagwrap.New(dagwrap.Config{RootDir: root}, api)
-	if err != nil {
-		panic(err)
-	}
-	defer w.Close()
-	if err := w.Start(ctx); err != nil {
-		panic(err)
-	}
+	w, pieces, done := startExample(ctx, []string{"testdata/sample.car", "testdata/padded.car"})
+	defer done()
 	expired, kept := pieces[0], pieces[1]
 	_ = w.RegisterShardSync(ctx, expired, "", true) // indexed now
 	_ = w.RegisterShardSync(ctx, kept, "", false)   // indexed on first load
@@ -304,7 +274,7 @@ func ExampleWrapper_ListShards() {
 	if err := w.DestroyShardSync(ctx, expired); err != nil {
 		fmt.Println(err)
 	}
-	_, err = w.ShardInfo(expired)
+	_, err := w.ShardInfo(expired)
 	fmt.Println("destroyed:", errors.Is(err, dagwrap.ErrShardUnknown))
 	list()
 	// Output:

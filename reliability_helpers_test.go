@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,11 +12,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/spstack/dagwrap/internal/cargen"
+
 	"github.com/filecoin-project/dagstore/mount"
-	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	"github.com/ipld/go-car/v2/blockstore"
-	"github.com/multiformats/go-multihash"
 )
 
 // testPiece is a CAR file served as a piece.
@@ -30,32 +28,8 @@ type testPiece struct {
 // zero-pads it to padTo bytes when that is larger. It returns the path.
 func writeCAR(t testing.TB, dir string, seed int64, n int, padTo int64) string {
 	t.Helper()
-	rng := rand.New(rand.NewSource(seed))
-	var blks []blocks.Block
-	for i := 0; i < n; i++ {
-		data := make([]byte, 100+rng.Intn(700))
-		rng.Read(data)
-		mh, err := multihash.Sum(data, multihash.SHA2_256, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk, err := blocks.NewBlockWithCid(data, cid.NewCidV1(cid.Raw, mh))
-		if err != nil {
-			t.Fatal(err)
-		}
-		blks = append(blks, blk)
-	}
 	path := filepath.Join(dir, fmt.Sprintf("piece-%d.car", seed))
-	bs, err := blockstore.OpenReadWrite(path, []cid.Cid{blks[0].Cid()}, blockstore.WriteAsCarV1(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range blks {
-		if err := bs.Put(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := bs.Finalize(); err != nil {
+	if err := cargen.WriteSmall(path, seed, n); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(path); err != nil {

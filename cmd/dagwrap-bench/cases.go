@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -554,44 +552,25 @@ func (it iterable) ForEach(fn func(multihash.Multihash) error) error {
 	return it.idx.ForEach(func(mh multihash.Multihash, _ uint64) error { return fn(mh) })
 }
 
-type mhList []multihash.Multihash
-
-func (l mhList) ForEach(fn func(multihash.Multihash) error) error {
-	for _, mh := range l {
-		if err := fn(mh); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func counterMH(i uint64) multihash.Multihash {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], i)
-	d := sha256.Sum256(b[:])
-	mh, _ := multihash.Encode(d[:], multihash.SHA2_256)
-	return mh
-}
-
 // case7 fills dagwrap's top-level index and the stock one with the same
 // pieces, a share of whose multihashes is common to all of them.
 func (b *bench) case7() ([]row, error) {
 	pieces, perPiece := b.cfg.tliPieces, b.cfg.tliMHs
 	shared := int(float64(perPiece) * b.cfg.tliShared)
 	logf("case 7: top-level index, %d pieces of %d multihashes, %d in every piece", pieces, perPiece, shared)
-	common := make(mhList, shared)
+	common := make(cargen.Multihashes, shared)
 	for i := range common {
-		common[i] = counterMH(1<<62 + uint64(i))
+		common[i] = cargen.CounterMultihash(1<<62 + uint64(i))
 	}
 	keys := make([]shard.Key, pieces)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := range keys {
 		keys[i] = shard.KeyFromCID(randomPieceCID(rng))
 	}
-	mhsOf := func(p int) mhList {
-		l := append(make(mhList, 0, perPiece), common...)
+	mhsOf := func(p int) cargen.Multihashes {
+		l := append(make(cargen.Multihashes, 0, perPiece), common...)
 		for j := shared; j < perPiece; j++ {
-			l = append(l, counterMH(uint64(p*perPiece+j)))
+			l = append(l, cargen.CounterMultihash(uint64(p*perPiece+j)))
 		}
 		return l
 	}
@@ -604,7 +583,7 @@ func (b *bench) case7() ([]row, error) {
 		if j < shared {
 			lookups[i], wantPieces[i] = common[j], pieces
 		} else {
-			lookups[i], wantPieces[i] = counterMH(uint64(p*perPiece+j)), 1
+			lookups[i], wantPieces[i] = cargen.CounterMultihash(uint64(p*perPiece+j)), 1
 		}
 	}
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +18,6 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	"github.com/ipld/go-car/v2/blockstore"
-	"github.com/multiformats/go-multihash"
 
 	"github.com/spstack/dagwrap"
 	"github.com/spstack/dagwrap/piecedir"
@@ -168,26 +165,8 @@ func readCAR(t *testing.T, path string) ([]cid.Cid, []blocks.Block) {
 // makeCAR writes a CARv1 of n random blocks, distinct per seed.
 func makeCAR(t *testing.T, dir string, seed int64, n int) string {
 	t.Helper()
-	rng := rand.New(rand.NewSource(seed))
 	path := filepath.Join(dir, fmt.Sprintf("gen-%d.car", seed))
-	var blks []blocks.Block
-	for i := 0; i < n; i++ {
-		data := make([]byte, 100+rng.Intn(400))
-		rng.Read(data)
-		mh, _ := multihash.Sum(data, multihash.SHA2_256, -1)
-		b, _ := blocks.NewBlockWithCid(data, cid.NewCidV1(cid.Raw, mh))
-		blks = append(blks, b)
-	}
-	bs, err := blockstore.OpenReadWrite(path, []cid.Cid{blks[0].Cid()}, blockstore.WriteAsCarV1(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range blks {
-		if err := bs.Put(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := bs.Finalize(); err != nil {
+	if err := cargen.WriteSmall(path, seed, n); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -3,6 +3,7 @@ package cargen
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -122,5 +123,43 @@ func TestWriteRejectsBadSpecs(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.car")); !os.IsNotExist(err) {
 		t.Fatalf("a failed Write left its file: %v", err)
+	}
+}
+
+func TestWriteSmall(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.car"), filepath.Join(dir, "b.car")
+	if err := WriteSmall(a, 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSmall(b, 2, 5); err != nil {
+		t.Fatal(err)
+	}
+	rootsA, blksA, err := Read(a)
+	if err != nil || len(blksA) != 5 || !rootsA[0].Equals(blksA[0].Cid()) {
+		t.Fatalf("read back: %d blocks, roots %v, %v", len(blksA), rootsA, err)
+	}
+	_, blksB, _ := Read(b)
+	for _, x := range blksA {
+		for _, y := range blksB {
+			if x.Cid().Equals(y.Cid()) {
+				t.Fatal("two seeds share a block")
+			}
+		}
+	}
+	if err := WriteSmall(filepath.Join(dir, "c.car"), 3, 0); err == nil {
+		t.Fatal("a CAR of no blocks was written")
+	}
+}
+
+func TestMultihashes(t *testing.T) {
+	l := Multihashes{CounterMultihash(1), CounterMultihash(2)}
+	if l[0].B58String() == l[1].B58String() {
+		t.Fatal("counter multihashes collide")
+	}
+	n := 0
+	stop := errors.New("stop")
+	if err := l.ForEach(func(multihash.Multihash) error { n++; return stop }); err != stop || n != 1 {
+		t.Fatalf("ForEach did not stop at the first error: %v after %d", err, n)
 	}
 }

@@ -257,22 +257,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-func readFile(t testing.TB, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func writeFile(t testing.TB, path string, b []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func mustCid(t testing.TB, s string) cid.Cid {
 	t.Helper()
 	c, err := cid.Decode(s)

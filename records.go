@@ -29,7 +29,10 @@ type shardRecords struct {
 	ds.Batching
 
 	mu      sync.Mutex
-	gone    map[ds.Key]struct{}     // destroyed shards: their writes are dropped
+	gone    map[ds.Key]uint64       // destroyed shards (their writes are dropped), by destroy number
+	goneSeq []goneKey               // gone's entries, oldest first, to bound it
+	goneN   uint64                  // destroys so far
+	goneMax int                     // how many destroyed keys are remembered
 	waiting map[ds.Key][]chan error // registrations waiting for their first write
 	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
 }
@@ -37,9 +40,35 @@ type shardRecords struct {
 func newShardRecords(store ds.Batching) *shardRecords {
 	return &shardRecords{
 		Batching: store,
-		gone:     make(map[ds.Key]struct{}),
+		gone:     make(map[ds.Key]uint64),
 		waiting:  make(map[ds.Key][]chan error),
 		kept:     make(map[ds.Key]struct{}),
+		goneMax:  maxGoneRecords,
+	}
+}
+
+// maxGoneRecords bounds the destroyed keys whose late writes are dropped.
+// A late write comes from dagstore work that raced the destroy, so only
+// recent destroys need remembering; the oldest are forgotten first.
+const maxGoneRecords = 1 << 16
+
+type goneKey struct {
+	key ds.Key
+	n   uint64
+}
+
+// markGone adds key to gone, forgetting the oldest destroyed keys beyond
+// goneMax. Callers hold r.mu.
+func (r *shardRecords) markGone(key ds.Key) {
+	r.goneN++
+	r.gone[key] = r.goneN
+	r.goneSeq = append(r.goneSeq, goneKey{key, r.goneN})
+	for len(r.goneSeq) > r.goneMax {
+		old := r.goneSeq[0]
+		if r.gone[old.key] == old.n {
+			delete(r.gone, old.key)
+		}
+		r.goneSeq = r.goneSeq[1:]
 	}
 }
 
@@ -125,7 +154,7 @@ func (r *shardRecords) abandon(p *pendingWrite) {
 		r.waiting[p.key] = ws
 	}
 	if p.wasGone {
-		r.gone[p.key] = struct{}{}
+		r.markGone(p.key)
 	}
 }
 
@@ -136,7 +165,7 @@ func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
 	key := recordKey(k)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.gone[key] = struct{}{}
+	r.markGone(key)
 	if err := r.Batching.Delete(ctx, key); err != nil {
 		return fmt.Errorf("delete shard record: %w", err)
 	}

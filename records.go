@@ -35,16 +35,28 @@ type shardRecords struct {
 	goneMax int                     // how many destroyed keys are remembered
 	waiting map[ds.Key][]chan error // registrations waiting for their first write
 	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
+
+	// Group commit (see groupcommit.go).
+	grouped    map[ds.Key]struct{} // registrations whose first write joins a group
+	group      map[ds.Key][]byte   // grouped writes queued for the next commit
+	committing map[ds.Key]struct{} // keys of the commit in progress
+	committed  *sync.Cond          // on mu: a commit finished
+	kick       chan struct{}       // wakes the committer
 }
 
 func newShardRecords(store ds.Batching) *shardRecords {
-	return &shardRecords{
+	r := &shardRecords{
 		Batching: store,
 		gone:     make(map[ds.Key]uint64),
 		waiting:  make(map[ds.Key][]chan error),
 		kept:     make(map[ds.Key]struct{}),
 		goneMax:  maxGoneRecords,
+		grouped:  make(map[ds.Key]struct{}),
+		group:    make(map[ds.Key][]byte),
+		kick:     make(chan struct{}, 1),
 	}
+	r.committed = sync.NewCond(&r.mu)
+	return r
 }
 
 // maxGoneRecords bounds the destroyed keys whose late writes are dropped.
@@ -86,11 +98,12 @@ func (r *shardRecords) Put(ctx context.Context, key ds.Key, value []byte) error 
 		log.Debugw("dropping the record of a destroyed shard", "key", key)
 		return nil
 	}
-	err := r.Batching.Put(ctx, key, value)
-	for _, ch := range r.waiting[key] {
-		ch <- err
+	if r.groupPut(key, value) {
+		return nil
 	}
-	delete(r.waiting, key)
+	r.settleGroupedLocked(key)
+	err := r.Batching.Put(ctx, key, value)
+	r.notifyLocked(key, err)
 	return err
 }
 
@@ -101,6 +114,7 @@ func (r *shardRecords) Delete(ctx context.Context, key ds.Key) error {
 	if _, kept := r.kept[key]; kept {
 		return nil
 	}
+	r.settleGroupedLocked(key)
 	return r.Batching.Delete(ctx, key)
 }
 
@@ -126,13 +140,17 @@ type pendingWrite struct {
 }
 
 // expect readies a wait for the next write of k's record, and lets writes
-// for k through again. Call it before queueing the registration.
-func (r *shardRecords) expect(k shard.Key) *pendingWrite {
+// for k through again. Call it before queueing the registration. With
+// grouped, that write joins a group commit (see groupcommit.go).
+func (r *shardRecords) expect(k shard.Key, grouped bool) *pendingWrite {
 	p := &pendingWrite{key: recordKey(k), written: make(chan error, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, p.wasGone = r.gone[p.key]
 	delete(r.gone, p.key)
+	if grouped {
+		r.grouped[p.key] = struct{}{}
+	}
 	r.waiting[p.key] = append(r.waiting[p.key], p.written)
 	return p
 }
@@ -153,6 +171,7 @@ func (r *shardRecords) abandon(p *pendingWrite) {
 	} else {
 		r.waiting[p.key] = ws
 	}
+	delete(r.grouped, p.key)
 	if p.wasGone {
 		r.markGone(p.key)
 	}
@@ -166,6 +185,9 @@ func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.markGone(key)
+	delete(r.grouped, key)
+	r.settleGroupedLocked(key)
+	r.notifyLocked(key, errDestroyedBeforeWritten)
 	if err := r.Batching.Delete(ctx, key); err != nil {
 		return fmt.Errorf("delete shard record: %w", err)
 	}
@@ -177,7 +199,13 @@ func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
 // successful survives a crash. The caller holds the piece lock and is a
 // call in flight (or a goroutine tracked by w.wg).
 func (w *Wrapper) registerDurably(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult) error {
-	pending := w.records.expect(key)
+	return w.registerDurablyGrouped(key, mnt, opts, out, false)
+}
+
+// registerDurablyGrouped is registerDurably whose record write may join a
+// group commit.
+func (w *Wrapper) registerDurablyGrouped(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult, grouped bool) error {
+	pending := w.records.expect(key, grouped)
 	in := make(chan dagstore.ShardResult, 1)
 	if err := w.dagst.RegisterShard(w.ctx, key, mnt, in, opts); err != nil {
 		w.records.abandon(pending)

@@ -281,6 +281,11 @@ func (w *Wrapper) Start(ctx context.Context) error {
 	go w.recoveryLoop(recoverCh, recovered, available)
 	go w.recoverWorker(recoverCh, recovered)
 	go w.gcLoop()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.records.commitGroups(w.dagstClosed) // commits what is queued, then ends
+	}()
 	w.state = started
 	if err := w.dagst.Start(ctx); err != nil {
 		return fmt.Errorf("dagwrap: start dagstore: %w", err)

@@ -1,0 +1,219 @@
+package dagwrap
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/multiformats/go-multicodec"
+	"github.com/multiformats/go-varint"
+)
+
+// Indexing a piece.
+//
+// go-car's GenerateIndex builds its index through a slice of records, each
+// holding a decoded CID, and then groups, copies and sorts them: most of
+// the time of an eager registration of a piece of small blocks went there.
+// indexPiece reads the sections in one pass through a large buffer, keeps
+// each entry as the fixed-width (digest, offset) bytes the index file holds,
+// sorts each bucket in place and writes the file's bytes directly: the
+// same MultihashIndexSorted format, so the dagstore and go-car read it.
+
+// maxServedSection is the largest section go-car's read-only blockstore
+// (the dagstore's) serves; a larger block is left out of the index, so
+// that no piece announces a block it cannot serve.
+const maxServedSection = carv2.DefaultMaxAllowedSectionSize
+
+// maxIndexedCID is go-car's bound on an indexed CID's size.
+const maxIndexedCID = carv2.DefaultMaxIndexCidSize
+
+// pieceIndex is a piece's index being built.
+type pieceIndex struct {
+	buckets map[bucketKey][]byte // fixed-width entries: digest, then uint64 LE offset
+	entries int64
+	// skipped lists the blocks left out because the blockstore could not
+	// serve them (over maxServedSection).
+	skipped []skippedBlock
+	// dataEnd is where the CARv1's last section ends (the padding starts).
+	dataEnd int64
+}
+
+type bucketKey struct {
+	code  uint64
+	width uint32
+}
+
+// skippedBlock is a block left out of the index.
+type skippedBlock struct {
+	CID    cid.Cid
+	Offset int64
+	Size   uint64
+}
+
+// errNotCARv1 says a piece is not a CARv1 (a CARv2, say): the caller
+// indexes it the generic way.
+var errNotCARv1 = errors.New("not a CARv1")
+
+// indexPiece reads the CARv1 in r (up to size bytes; zero padding or the end
+// ends it) and returns its index. Identity CIDs are indexed, as the dagstore
+// asks go-car to. A section cut short by the end of the piece is indexed as
+// go-car does: its reads fail later, naming the piece.
+func indexPiece(r io.Reader, size int64) (*pieceIndex, error) {
+	br := bufio.NewReaderSize(io.LimitReader(r, size), 1<<20)
+	hlen, err := varint.ReadUvarint(br)
+	if err != nil {
+		return nil, fmt.Errorf("CAR header: %w", noEOF(err))
+	}
+	if hlen == 0 || hlen > carv2.DefaultMaxAllowedHeaderSize {
+		return nil, fmt.Errorf("CAR header: bad length %d", hlen)
+	}
+	head := make([]byte, hlen)
+	if _, err := io.ReadFull(br, head); err != nil {
+		return nil, fmt.Errorf("CAR header: %w", noEOF(err))
+	}
+	pre := append(varint.ToUvarint(hlen), head...)
+	version, err := carv2.ReadVersion(bytes.NewReader(pre))
+	if err != nil {
+		return nil, fmt.Errorf("CAR header: %w", err)
+	}
+	if version != 1 {
+		return nil, errNotCARv1
+	}
+
+	px := &pieceIndex{buckets: make(map[bucketKey][]byte)}
+	off := int64(len(pre))
+	for {
+		start := off
+		slen, err := varint.ReadUvarint(br)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("section at offset %d: length: %w", start, noEOF(err))
+		}
+		if slen == 0 {
+			break // zero padding
+		}
+		off += int64(varint.UvarintSize(slen))
+		// The CID is at most maxIndexedCID bytes; a shorter section or the
+		// end of the piece bounds what there is to look at.
+		peek, err := br.Peek(int(min(slen, maxIndexedCID)))
+		if err != nil && len(peek) == 0 {
+			return nil, fmt.Errorf("section at offset %d: CID: %w", start, noEOF(err))
+		}
+		clen, c, err := cid.CidFromBytes(peek)
+		if err != nil {
+			return nil, fmt.Errorf("section at offset %d: CID: %w", start, err)
+		}
+		if slen > maxServedSection {
+			px.skipped = append(px.skipped, skippedBlock{CID: c, Offset: start, Size: slen - uint64(clen)})
+		} else if err := px.add(c, start); err != nil {
+			return nil, fmt.Errorf("section at offset %d: %w", start, err)
+		}
+		n, err := br.Discard(int(slen))
+		off += int64(n)
+		if err != nil {
+			break // cut short by the end of the piece: go-car indexes it too
+		}
+		px.dataEnd = off
+	}
+	if px.dataEnd == 0 {
+		px.dataEnd = off
+	}
+	px.sort()
+	return px, nil
+}
+
+func (px *pieceIndex) add(c cid.Cid, offset int64) error {
+	mh := []byte(c.Hash())
+	code, n, err := varint.FromUvarint(mh)
+	if err != nil {
+		return fmt.Errorf("CID %s: multihash: %w", c, err)
+	}
+	dlen, m, err := varint.FromUvarint(mh[n:])
+	if err != nil || uint64(len(mh)-n-m) != dlen {
+		return fmt.Errorf("CID %s: malformed multihash", c)
+	}
+	digest := mh[n+m:]
+	k := bucketKey{code: code, width: uint32(len(digest) + 8)}
+	b := append(px.buckets[k], digest...)
+	px.buckets[k] = binary.LittleEndian.AppendUint64(b, uint64(offset))
+	px.entries++
+	return nil
+}
+
+// sort orders each bucket by digest, then offset.
+func (px *pieceIndex) sort() {
+	for k, b := range px.buckets {
+		sort.Sort(fixedEntries{b: b, w: int(k.width), tmp: make([]byte, k.width)})
+	}
+}
+
+// fixedEntries sorts fixed-width entries in place; with the offset last and
+// little-endian, equal digests are ordered by a stable pass below.
+type fixedEntries struct {
+	b   []byte
+	w   int
+	tmp []byte
+}
+
+func (f fixedEntries) Len() int { return len(f.b) / f.w }
+func (f fixedEntries) Less(i, j int) bool {
+	a, b := f.b[i*f.w:(i+1)*f.w], f.b[j*f.w:(j+1)*f.w]
+	if c := bytes.Compare(a[:f.w-8], b[:f.w-8]); c != 0 {
+		return c < 0
+	}
+	return binary.LittleEndian.Uint64(a[f.w-8:]) < binary.LittleEndian.Uint64(b[f.w-8:])
+}
+func (f fixedEntries) Swap(i, j int) {
+	a, b := f.b[i*f.w:(i+1)*f.w], f.b[j*f.w:(j+1)*f.w]
+	copy(f.tmp, a)
+	copy(a, b)
+	copy(b, f.tmp)
+}
+
+// WriteTo writes the index as a MultihashIndexSorted index file, codec
+// first, as carindex.WriteTo does.
+func (px *pieceIndex) WriteTo(w io.Writer) (int64, error) {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	var n int64
+	put := func(b []byte) {
+		m, _ := bw.Write(b)
+		n += int64(m)
+	}
+	le := binary.LittleEndian
+	put(varint.ToUvarint(uint64(multicodec.CarMultihashIndexSorted)))
+	byCode := make(map[uint64][]uint32)
+	for k := range px.buckets {
+		byCode[k.code] = append(byCode[k.code], k.width)
+	}
+	codes := make([]uint64, 0, len(byCode))
+	for c := range byCode {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	put(le.AppendUint32(nil, uint32(len(codes))))
+	for _, code := range codes {
+		widths := byCode[code]
+		slices.Sort(widths)
+		put(le.AppendUint64(nil, code))
+		put(le.AppendUint32(nil, uint32(len(widths))))
+		for _, width := range widths {
+			b := px.buckets[bucketKey{code, width}]
+			put(le.AppendUint32(nil, width))
+			put(le.AppendUint64(nil, uint64(len(b))))
+			put(b)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return n, err
+	}
+	return n, nil
+}

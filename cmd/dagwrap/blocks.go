@@ -1,22 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
-	"sort"
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
-	"github.com/ipld/go-car/v2/blockstore"
-	"github.com/multiformats/go-multihash"
 	"github.com/spf13/cobra"
 
 	"github.com/spstack/dagwrap"
@@ -244,159 +236,4 @@ func verify(b blocks.Block) error {
 		return fmt.Errorf("block %s: bytes hash to %s: the data is corrupt", b.Cid(), got)
 	}
 	return nil
-}
-
-func (a *app) exportCmd() *cobra.Command {
-	var pc cid.Cid
-	var out string
-	cmd := &cobra.Command{
-		Use:   "export PIECE -o FILE",
-		Short: "Write a piece's blocks back out as a CARv1, checked against its index",
-		Long: `export writes every block of the piece to a CARv1 file with the piece CAR's
-roots. Each block's bytes are checked against its CID, and the blocks written
-must be exactly those the piece's index lists.`,
-		Args: positional(1, pieceArg(&pc)),
-		RunE: a.action(func(ctx context.Context, n *node) error {
-			count, err := exportPiece(ctx, n, pc, out)
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(map[string]any{"piece_cid": pc.String(), "file": out, "blocks": count})
-			}
-			fmt.Fprintf(a.stdout, "exported %d blocks of piece %s to %s\n", count, pc, out)
-			return nil
-		}),
-	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "the CAR file to write (required)")
-	_ = cmd.MarkFlagRequired("output")
-	return cmd
-}
-
-// exportPiece writes the piece's blocks as a CARv1 at path, replacing it
-// only once the whole CAR is written and checked.
-//
-// It is driven by the piece's index: every block is read at the offset the
-// index gives, its CID must carry the indexed multihash and its bytes must
-// hash to its CID. (The shard's blockstore cannot be walked instead: it
-// yields raw-codec CIDs, keyed by multihash only.) Blocks come out in the
-// order of the piece, each once.
-func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (int, error) {
-	roots, err := pieceRoots(n, pc)
-	if err != nil {
-		return 0, err
-	}
-	// Index a lazily registered shard first; an available one is left as is.
-	if err := n.w.InitShard(ctx, pc); err != nil {
-		return 0, err
-	}
-	idx, err := n.w.GetIterableIndexForPiece(pc)
-	if err != nil {
-		return 0, err
-	}
-	type entry struct {
-		mh     multihash.Multihash
-		offset uint64
-	}
-	var entries []entry
-	seen := make(map[string]bool)
-	if err := idx.ForEach(func(mh multihash.Multihash, off uint64) error {
-		if !seen[string(mh)] {
-			seen[string(mh)] = true
-			entries = append(entries, entry{mh, off})
-		}
-		return nil
-	}); err != nil {
-		return 0, fmt.Errorf("piece %s: read index: %w", pc, err)
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].offset < entries[j].offset })
-
-	piece, err := n.dir.FetchUnsealedPiece(ctx, pc)
-	if err != nil {
-		return 0, err
-	}
-	defer piece.Close()
-
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return 0, fmt.Errorf("create %s: %w", path, err)
-	}
-	tmpPath := tmp.Name()
-	// The CAR writer creates its own file: it would resume an existing one.
-	_ = tmp.Close()
-	_ = os.Remove(tmpPath)
-	defer os.Remove(tmpPath) // no-op once renamed
-	w, err := blockstore.OpenReadWrite(tmpPath, roots, blockstore.WriteAsCarV1(true), blockstore.UseWholeCIDs(true))
-	if err != nil {
-		return 0, fmt.Errorf("create %s: %w", path, err)
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			w.Discard()
-			return 0, err
-		}
-		blk, err := readSection(piece, e.offset)
-		if err == nil && !bytes.Equal(blk.Cid().Hash(), e.mh) {
-			err = fmt.Errorf("the index says block %s is at offset %d, but %s is there", e.mh.B58String(), e.offset, blk.Cid())
-		}
-		if err == nil {
-			err = verify(blk)
-		}
-		if err == nil {
-			err = w.Put(ctx, blk)
-		}
-		if err != nil {
-			w.Discard()
-			return 0, fmt.Errorf("piece %s: %w", pc, err)
-		}
-	}
-	if err := w.Finalize(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := syncFile(tmpPath); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmpPath, path); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	return len(entries), nil
-}
-
-// maxSection bounds one CAR section, as the dagstore's CAR reader does.
-const maxSection = 32 << 20
-
-// readSection reads the CAR section (length, CID, data) at offset.
-func readSection(r io.ReaderAt, offset uint64) (blocks.Block, error) {
-	br := bufio.NewReader(io.NewSectionReader(r, int64(offset), maxSection+binary.MaxVarintLen64))
-	length, err := binary.ReadUvarint(br)
-	if err != nil {
-		return nil, fmt.Errorf("section at offset %d: length: %w", offset, err)
-	}
-	if length == 0 || length > maxSection {
-		return nil, fmt.Errorf("section at offset %d: bad length %d", offset, length)
-	}
-	n, c, err := cid.CidFromReader(br)
-	if err != nil {
-		return nil, fmt.Errorf("section at offset %d: CID: %w", offset, err)
-	}
-	if uint64(n) > length {
-		return nil, fmt.Errorf("section at offset %d: CID longer than the section", offset)
-	}
-	data := make([]byte, length-uint64(n))
-	if _, err := io.ReadFull(br, data); err != nil {
-		return nil, fmt.Errorf("section at offset %d: block %s: %w", offset, c, err)
-	}
-	return blocks.NewBlockWithCid(data, c)
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

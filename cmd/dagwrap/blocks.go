@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/filecoin-project/dagstore"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
@@ -88,30 +89,60 @@ never modified.`,
 }
 
 // importOne imports one CAR and registers its piece. Its status says what
-// was new: "imported", "registered" (the folder had it) or "exists".
+// was new: "imported", "restored" (the folder had lost the piece's file),
+// "registered" (the folder had it), "indexed" (a lazily registered shard,
+// now indexed) or "exists".
 func (a *app) importOne(ctx context.Context, n *node, file string, eager bool) (piecedir.Piece, string, error) {
-	p, existed, err := n.dir.Import(ctx, file)
+	p, imported, err := n.dir.Import(ctx, file)
 	if err != nil {
 		return piecedir.Piece{}, "", err
 	}
 	status := "imported"
-	if existed {
+	switch imported {
+	case piecedir.Existed:
 		status = "registered"
+	case piecedir.Restored:
+		status = "restored"
 	}
 	err = n.w.RegisterShardSync(ctx, p.PieceCID, "", eager)
 	if errors.Is(err, dagwrap.ErrShardExists) {
-		si, err := n.w.ShardInfo(p.PieceCID)
-		if err != nil {
-			return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
-		}
-		if si.Error != nil {
-			return piecedir.Piece{}, "", fmt.Errorf("import %s: piece %s is registered but %s: %v (run: dagwrap recover %s)",
-				file, p.PieceCID, dagwrap.StateName(si.State), si.Error, p.PieceCID)
-		}
-		return p, "exists", nil
+		return a.importExisting(ctx, n, file, p, imported, eager)
 	}
 	if err != nil {
 		return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+	}
+	return p, status, nil
+}
+
+// importExisting finishes the import of a piece already registered: a shard
+// that failed while its file was missing is recovered once the file is
+// restored, and a lazily registered one is indexed if the import is eager.
+func (a *app) importExisting(ctx context.Context, n *node, file string, p piecedir.Piece, imported piecedir.ImportStatus, eager bool) (piecedir.Piece, string, error) {
+	si, err := n.w.ShardInfo(p.PieceCID)
+	if err != nil {
+		return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+	}
+	status := "exists"
+	if imported == piecedir.Restored {
+		status = "restored"
+		if si.Error != nil {
+			if err := n.w.RecoverShard(ctx, p.PieceCID); err != nil {
+				return piecedir.Piece{}, "", fmt.Errorf("import %s: piece file restored, but: %w", file, err)
+			}
+			return p, status, nil
+		}
+	}
+	if si.Error != nil {
+		return piecedir.Piece{}, "", fmt.Errorf("import %s: piece %s is registered but %s: %v (run: dagwrap recover %s)",
+			file, p.PieceCID, dagwrap.StateName(si.State), si.Error, p.PieceCID)
+	}
+	if eager && si.State == dagstore.ShardStateNew {
+		if err := n.w.InitShard(ctx, p.PieceCID); err != nil {
+			return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+		}
+		if status == "exists" {
+			status = "indexed"
+		}
 	}
 	return p, status, nil
 }
@@ -148,7 +179,9 @@ func (a *app) getCmd() *cobra.Command {
 		Long: `get reads a block of a piece and writes its bytes to stdout, or to -o FILE. The
 block is located through the piece's index and its bytes are hashed and
 checked against the CID before anything is written. --root-block reads the
-first root of the piece's CAR, so no block CID needs to be known.`,
+first root of the piece's CAR, so no block CID needs to be known. With --json
+it prints {"piece_cid", "block_cid", "size", "data"} instead, the bytes in
+base64; with -o FILE as well, the bytes go to FILE and "file" replaces "data".`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := positional(1, pieceArg(&pc), blockArg(&bc))(cmd, args); err != nil {
 				return err
@@ -170,16 +203,37 @@ first root of the piece's CAR, so no block CID needs to be known.`,
 			if err != nil {
 				return err
 			}
+			if out != "" {
+				if err := fsutil.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), blk.RawData()); err != nil {
+					return fmt.Errorf("piece %s: block %s: %w", pc, bc, err)
+				}
+			}
+			if a.json {
+				res := blockJSON{PieceCID: pc.String(), BlockCID: bc.String(), Size: len(blk.RawData()), File: out}
+				if out == "" {
+					data := blk.RawData()
+					res.Data = &data
+				}
+				return a.printJSON(res)
+			}
 			if out == "" {
 				_, err = a.stdout.Write(blk.RawData())
-				return err
 			}
-			return fsutil.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), blk.RawData())
+			return err
 		}),
 	}
 	cmd.Flags().BoolVar(&rootBlock, "root-block", false, "read the first root block of the piece's CAR")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the block to this file instead of stdout")
 	return cmd
+}
+
+// blockJSON is the output of get --json.
+type blockJSON struct {
+	PieceCID string  `json:"piece_cid"`
+	BlockCID string  `json:"block_cid"`
+	Size     int     `json:"size"`
+	Data     *[]byte `json:"data,omitempty"` // base64; a pointer so that an empty block still has "data"
+	File     string  `json:"file,omitempty"`
 }
 
 // pieceRoots returns the roots of the piece's CAR, from the piece folder.

@@ -70,9 +70,17 @@ func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (exporte
 	}
 	piece, err := n.dir.FetchUnsealedPiece(ctx, pc)
 	if err != nil {
-		return exported{}, fmt.Errorf("export piece %s: %w", pc, err)
+		return exported{}, fmt.Errorf("export to %s: %w", path, err)
 	}
 	defer piece.Close()
+	// Renaming the export over the piece's own file would cut its padding off.
+	if f, ok := piece.(*os.File); ok {
+		if a, err := f.Stat(); err == nil {
+			if b, err := os.Stat(path); err == nil && os.SameFile(a, b) {
+				return exported{}, fmt.Errorf("export piece %s to %s: that is the piece's own file", pc, path)
+			}
+		}
+	}
 	return writeExport(ctx, pc, piece, path)
 }
 

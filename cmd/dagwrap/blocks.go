@@ -26,8 +26,11 @@ func (a *app) importCmd() *cobra.Command {
 		Long: `import copies each CAR file into the piece folder as a piece (the CAR followed by
 zeros up to its unpadded piece size), computes its piece CID (CommP), registers
 it and indexes it (unless --lazy), then prints the piece CID, sizes, block
-count and root. Importing a piece again is harmless. The source files are
-never modified.`,
+count, root and status. A file that is not a CARv1 is refused, naming it,
+before anything is written. Importing a piece again is harmless: it puts back
+the piece's file if it is missing (status "restored", and an errored shard is
+recovered) and indexes a shard registered with --lazy (status "indexed").
+The source files are never modified.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("%s: want at least one CAR file (usage: %s)", cmd.CommandPath(), cmd.UseLine())

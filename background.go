@@ -18,6 +18,7 @@ func (w *Wrapper) traceLoop(available chan<- shard.Key) {
 		select {
 		case t := <-w.traceCh:
 			w.m.trace(t)
+			w.fails.observe(t)
 			if t.Op == dagstore.OpShardMakeAvailable {
 				select {
 				case available <- t.Key:

@@ -255,6 +255,13 @@ func TestMetricsThrottleGauges(t *testing.T) {
 	api.setSealed(sealedA, true)
 	api.setSealed(sealedB, true)
 	w := openWith(t, t.TempDir(), api, Config{MaxConcurrencyStorageCalls: 2, MaxConcurrentUnseals: 1}, WithMetrics(reg))
+	// Registered first: a load of an unregistered piece asks the MinerAPI
+	// for it before registering, and that call would take a storage slot.
+	for _, pc := range []cid.Cid{sealedA, sealedB, plainC, plainD} {
+		if err := w.RegisterShardSync(context.Background(), pc, "", false); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	type loaded struct{ err error }
 	results := make(chan loaded, 4)

@@ -61,10 +61,13 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 	// their results from a buffered channel.
 	results := make(chan dagstore.ShardResult, 1024)
 	queued := make(chan queueOutcome, 1)
+	// Registrations in flight are bounded: each has a goroutine waiting
+	// for its record's group commit.
+	slots := make(chan struct{}, migrationsInFlight)
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		queued <- w.queueMigrations(ctx, order, results)
+		queued <- w.queueMigrations(ctx, order, results, slots)
 	}()
 
 	expected, received := -1, 0
@@ -80,6 +83,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 			}
 		case r := <-results:
 			received++
+			<-slots
 			w.m.count(opRegister, r.Error)
 			if r.Error != nil {
 				failed = append(failed, w.dealFailures(dealsOf[r.Key], r.Error)...)
@@ -117,26 +121,34 @@ type keyErr struct {
 	err error
 }
 
-// queueMigrations queues a lazy registration per piece, until ctx ends.
-func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results chan dagstore.ShardResult) queueOutcome {
+// migrationsInFlight bounds the migration's registrations awaiting their
+// result; it is also about the largest group one commit writes.
+const migrationsInFlight = 2048
+
+// queueMigrations queues a lazy registration per piece, until ctx ends,
+// each holding one of slots until its result is taken.
+func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results chan dagstore.ShardResult, slots chan struct{}) queueOutcome {
 	var out queueOutcome
 	for _, pc := range pieces {
-		if err := ctx.Err(); err != nil {
-			out.cut = err
-			break
-		}
-		if w.ctx.Err() != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			out.cut = ctx.Err()
+			return out
+		case <-w.ctx.Done():
 			out.cut = ErrClosed
-			break
+			return out
 		}
 		switch err := w.queueMigration(pc, results); {
 		case err == nil:
 			out.queued++
+			continue
 		case errors.Is(err, ErrShardExists):
 			// registered before: done
 		default:
 			out.failed = append(out.failed, keyErr{shard.KeyFromCID(pc), err})
 		}
+		<-slots
 	}
 	return out
 }
@@ -150,7 +162,7 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 		return ErrShardExists
 	}
 	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
-	err := w.registerDurably(key, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results)
+	err := w.registerDurablyGrouped(key, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results, true)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}

@@ -29,17 +29,58 @@ type shardRecords struct {
 	ds.Batching
 
 	mu      sync.Mutex
-	gone    map[ds.Key]struct{}     // destroyed shards: their writes are dropped
+	gone    map[ds.Key]uint64       // destroyed shards (their writes are dropped), by destroy number
+	goneSeq []goneKey               // gone's entries, oldest first, to bound it
+	goneN   uint64                  // destroys so far
+	goneMax int                     // how many destroyed keys are remembered
 	waiting map[ds.Key][]chan error // registrations waiting for their first write
 	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
+
+	// Group commit (see groupcommit.go).
+	grouped    map[ds.Key]struct{} // registrations whose first write joins a group
+	group      map[ds.Key][]byte   // grouped writes queued for the next commit
+	committing map[ds.Key]struct{} // keys of the commit in progress
+	committed  *sync.Cond          // on mu: a commit finished
+	kick       chan struct{}       // wakes the committer
 }
 
 func newShardRecords(store ds.Batching) *shardRecords {
-	return &shardRecords{
+	r := &shardRecords{
 		Batching: store,
-		gone:     make(map[ds.Key]struct{}),
+		gone:     make(map[ds.Key]uint64),
 		waiting:  make(map[ds.Key][]chan error),
 		kept:     make(map[ds.Key]struct{}),
+		goneMax:  maxGoneRecords,
+		grouped:  make(map[ds.Key]struct{}),
+		group:    make(map[ds.Key][]byte),
+		kick:     make(chan struct{}, 1),
+	}
+	r.committed = sync.NewCond(&r.mu)
+	return r
+}
+
+// maxGoneRecords bounds the destroyed keys whose late writes are dropped.
+// A late write comes from dagstore work that raced the destroy, so only
+// recent destroys need remembering; the oldest are forgotten first.
+const maxGoneRecords = 1 << 16
+
+type goneKey struct {
+	key ds.Key
+	n   uint64
+}
+
+// markGone adds key to gone, forgetting the oldest destroyed keys beyond
+// goneMax. Callers hold r.mu.
+func (r *shardRecords) markGone(key ds.Key) {
+	r.goneN++
+	r.gone[key] = r.goneN
+	r.goneSeq = append(r.goneSeq, goneKey{key, r.goneN})
+	for len(r.goneSeq) > r.goneMax {
+		old := r.goneSeq[0]
+		if r.gone[old.key] == old.n {
+			delete(r.gone, old.key)
+		}
+		r.goneSeq = r.goneSeq[1:]
 	}
 }
 
@@ -57,11 +98,12 @@ func (r *shardRecords) Put(ctx context.Context, key ds.Key, value []byte) error 
 		log.Debugw("dropping the record of a destroyed shard", "key", key)
 		return nil
 	}
-	err := r.Batching.Put(ctx, key, value)
-	for _, ch := range r.waiting[key] {
-		ch <- err
+	if r.groupPut(key, value) {
+		return nil
 	}
-	delete(r.waiting, key)
+	r.settleGroupedLocked(key)
+	err := r.Batching.Put(ctx, key, value)
+	r.notifyLocked(key, err)
 	return err
 }
 
@@ -72,6 +114,7 @@ func (r *shardRecords) Delete(ctx context.Context, key ds.Key) error {
 	if _, kept := r.kept[key]; kept {
 		return nil
 	}
+	r.settleGroupedLocked(key)
 	return r.Batching.Delete(ctx, key)
 }
 
@@ -97,13 +140,17 @@ type pendingWrite struct {
 }
 
 // expect readies a wait for the next write of k's record, and lets writes
-// for k through again. Call it before queueing the registration.
-func (r *shardRecords) expect(k shard.Key) *pendingWrite {
+// for k through again. Call it before queueing the registration. With
+// grouped, that write joins a group commit (see groupcommit.go).
+func (r *shardRecords) expect(k shard.Key, grouped bool) *pendingWrite {
 	p := &pendingWrite{key: recordKey(k), written: make(chan error, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, p.wasGone = r.gone[p.key]
 	delete(r.gone, p.key)
+	if grouped {
+		r.grouped[p.key] = struct{}{}
+	}
 	r.waiting[p.key] = append(r.waiting[p.key], p.written)
 	return p
 }
@@ -124,8 +171,9 @@ func (r *shardRecords) abandon(p *pendingWrite) {
 	} else {
 		r.waiting[p.key] = ws
 	}
+	delete(r.grouped, p.key)
 	if p.wasGone {
-		r.gone[p.key] = struct{}{}
+		r.markGone(p.key)
 	}
 }
 
@@ -136,7 +184,10 @@ func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
 	key := recordKey(k)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.gone[key] = struct{}{}
+	r.markGone(key)
+	delete(r.grouped, key)
+	r.settleGroupedLocked(key)
+	r.notifyLocked(key, errDestroyedBeforeWritten)
 	if err := r.Batching.Delete(ctx, key); err != nil {
 		return fmt.Errorf("delete shard record: %w", err)
 	}
@@ -148,7 +199,13 @@ func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
 // successful survives a crash. The caller holds the piece lock and is a
 // call in flight (or a goroutine tracked by w.wg).
 func (w *Wrapper) registerDurably(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult) error {
-	pending := w.records.expect(key)
+	return w.registerDurablyGrouped(key, mnt, opts, out, false)
+}
+
+// registerDurablyGrouped is registerDurably whose record write may join a
+// group commit.
+func (w *Wrapper) registerDurablyGrouped(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult, grouped bool) error {
+	pending := w.records.expect(key, grouped)
 	in := make(chan dagstore.ShardResult, 1)
 	if err := w.dagst.RegisterShard(w.ctx, key, mnt, in, opts); err != nil {
 		w.records.abandon(pending)

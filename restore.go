@@ -121,13 +121,11 @@ func checkMountURL(s string) error {
 // indexed piece not marked complete (a crash mid-insert, or a Lotus root whose
 // stock index is being rebuilt: resumable, as completion is per piece),
 // finishes interrupted destroys, and drops the stock index once the rebuild
-// is done. It runs in the background; lookups read the stock index meanwhile.
+// is done. It runs in the background; lookups read the stock index meanwhile
+// (Start sets that up before it returns).
 func (w *Wrapper) reconcile(ctx context.Context) error {
 	if w.tli == nil {
 		return w.finishDestroys(ctx)
-	}
-	if err := w.tli.detectLegacy(ctx); err != nil {
-		return err
 	}
 	complete, err := w.tli.completeShards(ctx)
 	if err != nil {

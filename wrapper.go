@@ -138,6 +138,9 @@ type Wrapper struct {
 	// badRecords holds shard records that could not be restored, so that
 	// operators see them instead of a silent skip.
 	bad badRecords
+
+	// fails holds the shard failures callers saw that may not be on disk yet.
+	fails failures
 }
 
 // New opens (creating if needed) the dagstore root in cfg.RootDir. It takes
@@ -278,9 +281,21 @@ func (w *Wrapper) Start(ctx context.Context) error {
 	go w.recoveryLoop(recoverCh, recovered, available)
 	go w.recoverWorker(recoverCh, recovered)
 	go w.gcLoop()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.records.commitGroups(w.dagstClosed) // commits what is queued, then ends
+	}()
 	w.state = started
 	if err := w.dagst.Start(ctx); err != nil {
 		return fmt.Errorf("dagwrap: start dagstore: %w", err)
+	}
+	// Lookups on a Lotus root read its stock index from the first one on,
+	// until the background reconciliation has rebuilt it.
+	if w.tli != nil {
+		if err := w.tli.detectLegacy(ctx); err != nil {
+			return fmt.Errorf("dagwrap: %w", err)
+		}
 	}
 	w.wg.Add(1)
 	go func() {
@@ -310,6 +325,10 @@ func (w *Wrapper) Close() error {
 	w.cancel()       // wakes callers waiting on results, stops GC and recovery
 	w.ops.Lock()     // waits for calls in flight to return
 	defer w.ops.Unlock()
+	// Failures callers saw are on disk before the event loop stops.
+	if !w.fails.wait(failureSettleLimit) {
+		w.log.Warnw("closing before the dagstore recorded every shard failure it reported")
+	}
 	errs := []error{w.dagst.Close()}
 	close(w.dagstClosed)
 	w.wg.Wait()
@@ -348,6 +367,9 @@ func checkCID(what string, c cid.Cid) error {
 func (w *Wrapper) wait(ctx context.Context, ch <-chan dagstore.ShardResult) (dagstore.ShardResult, error) {
 	select {
 	case res := <-ch:
+		if res.Error != nil {
+			w.sawFailure(res.Key)
+		}
 		return res, nil
 	case <-ctx.Done():
 		return dagstore.ShardResult{}, ctx.Err()
@@ -422,8 +444,9 @@ func (w *Wrapper) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagst
 // otherwise on first load. The result arrives on resch (which may be nil);
 // ctx bounds only the delivery of that result, not the registration.
 func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool, resch chan dagstore.ShardResult) error {
-	if err := checkCID("piece", pieceCid); err != nil {
-		return err
+	pieceCid, err := pieceV1(pieceCid)
+	if err != nil {
+		return fmt.Errorf("register piece: %w", err)
 	}
 	done, err := w.begin()
 	if err != nil {
@@ -447,8 +470,9 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 // RegisterShardSync is RegisterShard that waits for the result. A piece
 // that is already registered returns an error wrapping ErrShardExists.
 func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {
-	if err := checkCID("piece", pieceCid); err != nil {
-		return err
+	pieceCid, err := pieceV1(pieceCid)
+	if err != nil {
+		return fmt.Errorf("register piece: %w", err)
 	}
 	done, err := w.begin()
 	if err != nil {
@@ -539,8 +563,9 @@ func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 }
 
 func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
-	if err := checkCID("piece", pieceCid); err != nil {
-		return nil, err
+	pieceCid, err := pieceV1(pieceCid)
+	if err != nil {
+		return nil, fmt.Errorf("load piece: %w", err)
 	}
 	done, err := w.begin()
 	if err != nil {
@@ -554,6 +579,11 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 	// drops (without closing) a reader fetched under a cancelled context.
 	release, err := w.acquire(key, ch)
 	if errors.Is(err, dagstore.ErrShardUnknown) {
+		// Only a piece the node has is registered: a load of anything else
+		// would leave an errored shard behind for good.
+		if _, err := w.api.GetUnpaddedCARSize(ctx, pieceCid); err != nil {
+			return nil, fmt.Errorf("load piece %s: not registered, and the miner API does not have it: %w", pieceCid, err)
+		}
 		w.log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
 		if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
 			return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)

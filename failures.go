@@ -1,0 +1,98 @@
+package dagwrap
+
+import (
+	"sync"
+	"time"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+)
+
+// failures tracks shard failures a caller has seen but the dagstore may not
+// have recorded yet, so that Close can wait for them to reach disk.
+//
+// The dagstore hands a failed acquire's result to its caller while the
+// failure itself is still queued for its event loop, and it answers the
+// waiters of a registration or recovery before it persists the errored
+// state. Close stops that event loop: without this wait, a command that saw
+// a piece fail and then exited left the shard recorded as available, and
+// nothing would recover it.
+type failures struct {
+	mu      sync.Mutex
+	pending map[shard.Key]struct{}
+	settled chan struct{} // closed when pending empties; nil while nobody waits
+}
+
+// failureSettleLimit bounds Close's wait for failures to be recorded.
+const failureSettleLimit = 5 * time.Second
+
+// sawFailure notes that a caller got k's failure (see failures).
+func (w *Wrapper) sawFailure(k shard.Key) {
+	w.fails.saw(k, func() bool {
+		// GetShardInfo waits while the event loop works on k, and the
+		// loop persists a failure before it lets go of the shard.
+		info, err := w.shardInfo(k)
+		return err != nil || info.ShardState == dagstore.ShardStateErrored
+	})
+}
+
+// saw records that a caller saw k fail. settledNow tells whether the
+// dagstore has already recorded it; it is asked after k is added, so a
+// failure recorded in between is not missed.
+func (f *failures) saw(k shard.Key, settledNow func() bool) {
+	f.mu.Lock()
+	if f.pending == nil {
+		f.pending = make(map[shard.Key]struct{})
+	}
+	f.pending[k] = struct{}{}
+	f.mu.Unlock()
+	if settledNow() {
+		f.settle(k)
+	}
+}
+
+// settle marks k's failure as recorded.
+func (f *failures) settle(k shard.Key) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.pending[k]; !ok {
+		return
+	}
+	delete(f.pending, k)
+	if len(f.pending) == 0 && f.settled != nil {
+		close(f.settled)
+		f.settled = nil
+	}
+}
+
+// observe settles the failure a trace event shows recorded: the dagstore
+// sends a trace after it has persisted the shard's new state.
+func (f *failures) observe(t dagstore.Trace) {
+	if t.Op == dagstore.OpShardFail || t.Op == dagstore.OpShardRecover || t.After.ShardState == dagstore.ShardStateErrored {
+		f.settle(t.Key)
+	}
+}
+
+// wait returns once every failure seen is recorded, or after limit (a
+// safety net: the event loop records a queued failure in microseconds). It
+// reports whether all were recorded.
+func (f *failures) wait(limit time.Duration) bool {
+	f.mu.Lock()
+	if len(f.pending) == 0 {
+		f.mu.Unlock()
+		return true
+	}
+	if f.settled == nil {
+		f.settled = make(chan struct{})
+	}
+	ch := f.settled
+	f.mu.Unlock()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}

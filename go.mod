@@ -6,6 +6,7 @@ require (
 	github.com/dustin/go-humanize v1.0.1
 	github.com/filecoin-project/dagstore v0.7.0
 	github.com/filecoin-project/go-fil-commp-hashhash v0.2.0
+	github.com/gofrs/flock v0.12.1
 	github.com/ipfs/go-block-format v0.0.3
 	github.com/ipfs/go-cid v0.3.2
 	github.com/ipfs/go-datastore v0.6.0

@@ -5,17 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/filecoin-project/dagstore/throttle"
-	ds "github.com/ipfs/go-datastore"
-	measure "github.com/ipfs/go-ds-measure"
 	logging "github.com/ipfs/go-log/v2"
-	gometrics "github.com/ipfs/go-metrics-interface"
-	metricsprom "github.com/ipfs/go-metrics-prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,6 +20,9 @@ const (
 	metricsNamespace = "dagwrap"
 	// datastorePrefix names go-ds-measure's metrics of the shard-state
 	// datastore: dagwrap_datastore_<op>_total, _errors_total, _latency_seconds.
+	// Each Wrapper's go-metrics-interface scope adds "#<id>" to it (see
+	// metricsregistry.go): '#' is not valid in a Prometheus name, so such a
+	// name can never land on another implementation's registry.
 	datastorePrefix = "dagwrap.datastore"
 )
 
@@ -268,101 +266,6 @@ func (m *metrics) unregister() {
 		return
 	}
 	m.reg.unregisterAll()
-}
-
-// bridgeMu serialises the moments when prometheus.DefaultRegisterer points
-// at a Wrapper's registerer (see measureDatastore).
-var bridgeMu sync.Mutex
-
-// measureDatastore wraps d in go-ds-measure, whose operation counts and
-// latencies then appear on the Wrapper's registerer. Without metrics d is
-// returned as it is: measuring into no-op metrics would still cost a clock
-// read per operation.
-//
-// go-ds-measure creates its metrics through go-metrics-interface, whose
-// implementation is process-global, and the well-kept Prometheus
-// implementation of it, go-metrics-prometheus, registers on
-// prometheus.DefaultRegisterer. So, under bridgeMu and only while
-// measure.New runs, DefaultRegisterer points at this Wrapper's registerer:
-// the metrics land there, never on the global registry, and two Wrappers
-// with two registries get their own. go-metrics-prometheus is injected the
-// first time, unless the node injected an implementation before (Lotus and
-// Boost inject go-metrics-prometheus at start-up, which works the same).
-func (m *metrics) measureDatastore(d ds.Batching) ds.Batching {
-	if m == nil {
-		return d
-	}
-	bridgeMu.Lock()
-	defer bridgeMu.Unlock()
-	if err := metricsprom.Inject(); err != nil && !errors.Is(err, gometrics.ErrImplemented) {
-		m.log.Warnw("cannot inject the Prometheus implementation of go-metrics-interface", "error", err)
-	}
-	before := m.reg.len()
-	saved := prometheus.DefaultRegisterer
-	prometheus.DefaultRegisterer = m.reg
-	defer func() { prometheus.DefaultRegisterer = saved }()
-	measured := measure.New(datastorePrefix, d)
-	if m.reg.len() == before {
-		m.log.Warnw("the go-metrics-interface implementation in this process does not register on Prometheus; datastore metrics are not exported")
-	}
-	return measured
-}
-
-// recordingRegisterer registers on the node's registerer and remembers what
-// it registered, to unregister it on Close.
-type recordingRegisterer struct {
-	inner prometheus.Registerer
-
-	mu         sync.Mutex
-	registered []prometheus.Collector
-}
-
-var _ prometheus.Registerer = (*recordingRegisterer)(nil)
-
-func (r *recordingRegisterer) Register(c prometheus.Collector) error {
-	if err := r.inner.Register(c); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.registered = append(r.registered, c)
-	r.mu.Unlock()
-	return nil
-}
-
-func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := r.Register(c); err != nil {
-			panic(err)
-		}
-	}
-}
-
-func (r *recordingRegisterer) Unregister(c prometheus.Collector) bool {
-	r.mu.Lock()
-	for i, rc := range r.registered {
-		if rc == c {
-			r.registered = append(r.registered[:i], r.registered[i+1:]...)
-			break
-		}
-	}
-	r.mu.Unlock()
-	return r.inner.Unregister(c)
-}
-
-func (r *recordingRegisterer) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.registered)
-}
-
-func (r *recordingRegisterer) unregisterAll() {
-	r.mu.Lock()
-	cs := r.registered
-	r.registered = nil
-	r.mu.Unlock()
-	for _, c := range cs {
-		r.inner.Unregister(c)
-	}
 }
 
 // stateCollector reports, at scrape time, what the dagstore and the disk

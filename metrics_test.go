@@ -3,16 +3,23 @@ package dagwrap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
+	gometrics "github.com/ipfs/go-metrics-interface"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -474,5 +481,182 @@ func BenchmarkMetricsHooks(b *testing.B) {
 				c.m.observe(opAcquire, c.m.now(), nil)
 			}
 		})
+	}
+}
+
+// metricsScenarioEnv names the scenario that the helper process
+// TestMetricsScenario runs. go-metrics-interface takes one implementation
+// per process, so each scenario needs a fresh process.
+const metricsScenarioEnv = "DAGWRAP_METRICS_SCENARIO"
+
+// TestMetricsProcessWide pins issue 10 item 1: the datastore metrics
+// (go-ds-measure) reach each Wrapper's own Registerer with their names of
+// today, nothing lands on the global registry, and a go-metrics-interface
+// scope that is not dagwrap's behaves as it would without dagwrap; both in a
+// process where nobody injected an implementation and in one where the node
+// injected its own first (as Lotus and Boost do).
+func TestMetricsProcessWide(t *testing.T) {
+	for _, sc := range []string{"uninjected", "preinjected"} {
+		t.Run(sc, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMetricsScenario$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), metricsScenarioEnv+"="+sc, "GOLOG_LOG_LEVEL=error")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("scenario %s: %v\n%s", sc, err, out)
+			}
+			if !strings.Contains(string(out), "--- PASS: TestMetricsScenario") {
+				t.Fatalf("scenario %s did not run:\n%s", sc, out)
+			}
+		})
+	}
+}
+
+// TestMetricsScenario is the helper process of TestMetricsProcessWide; it
+// does nothing in a normal test run.
+func TestMetricsScenario(t *testing.T) {
+	sc := os.Getenv(metricsScenarioEnv)
+	if sc == "" {
+		t.Skip("helper process of TestMetricsProcessWide")
+	}
+	var node *recordingImpl // the node's own implementation, if it injected one
+	switch sc {
+	case "uninjected":
+		if gometrics.Active() {
+			t.Fatal("go-metrics-interface has an implementation before the test injected one")
+		}
+	case "preinjected":
+		node = &recordingImpl{}
+		if err := gometrics.InjectImpl(node.new); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("unknown scenario %q", sc)
+	}
+	// Another library's metric, created through go-metrics-interface.
+	const foreignName = "otherlib.requests_total"
+	foreign := func() gometrics.Creator { return gometrics.New(foreignName, "A library's requests.") }
+	before := fmt.Sprintf("%T", foreign())
+
+	ctx := context.Background()
+	api := newFakeAPI(true)
+	sample := api.addPiece(t, "testdata/sample.car")
+	padded := api.addPiece(t, "testdata/padded.car")
+	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
+	a := openWith(t, t.TempDir(), api, Config{}, WithMetrics(regA))
+	b := openWith(t, t.TempDir(), api, Config{}, WithMetrics(regB))
+	if err := a.RegisterShardSync(ctx, sample, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RegisterShardSync(ctx, padded, "", true); err != nil {
+		t.Fatal(err)
+	}
+	expectValue(t, regA, float64(len(carBlocks(t, "testdata/sample.car"))+1), "dagwrap_datastore_batchput_total")
+	expectValue(t, regB, float64(len(carBlocks(t, "testdata/padded.car"))+1), "dagwrap_datastore_batchput_total")
+
+	// Every go-ds-measure metric, named as go-metrics-prometheus named them.
+	want := map[string]bool{}
+	for _, op := range []string{"put", "sync", "get", "has", "getsize", "delete", "query", "check", "scrub", "gc", "du", "batchput", "batchdelete", "batchcommit"} {
+		for _, s := range []string{"_total", "_errors_total", "_latency_seconds"} {
+			want["dagwrap_datastore_"+op+s] = true
+		}
+	}
+	for _, op := range []string{"put", "get", "batchput"} {
+		want["dagwrap_datastore_"+op+"_size_bytes"] = true
+	}
+	for _, reg := range []*prometheus.Registry{regA, regB} {
+		got := map[string]bool{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if strings.HasPrefix(mf.GetName(), "dagwrap_datastore_") {
+				got[mf.GetName()] = true
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("datastore metrics on a Wrapper's registry:\n got %v\nwant %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+		}
+	}
+
+	// The other library's metric is what it would be without dagwrap: a
+	// no-op, or the node's implementation.
+	c := foreign()
+	if after := fmt.Sprintf("%T", c); after != before {
+		t.Errorf("another library's metric is a %s after a Wrapper opened, %s before", after, before)
+	}
+	c.Counter().Inc()
+	if node != nil {
+		if got := node.names(); !slices.Equal(got, []string{foreignName, foreignName}) {
+			t.Errorf("the node's implementation created %q, want only the other library's %s twice", got, foreignName)
+		}
+	}
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "dagwrap") || strings.HasPrefix(mf.GetName(), "otherlib") {
+			t.Errorf("%s is on the global registry", mf.GetName())
+		}
+	}
+}
+
+// recordingImpl is a node's go-metrics-interface implementation that
+// remembers the names it was asked for; its metrics do nothing.
+type recordingImpl struct {
+	mu      sync.Mutex
+	created []string
+}
+
+func (r *recordingImpl) new(name, _ string) gometrics.Creator {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.created = append(r.created, name)
+	return recordingMetric{}
+}
+
+func (r *recordingImpl) names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.created)
+}
+
+type recordingMetric struct{}
+
+func (recordingMetric) Counter() gometrics.Counter                      { return recordingMetric{} }
+func (recordingMetric) CounterVec([]string) gometrics.CounterVec        { return recordingMetric{} }
+func (recordingMetric) Gauge() gometrics.Gauge                          { return recordingMetric{} }
+func (recordingMetric) Histogram([]float64) gometrics.Histogram         { return recordingMetric{} }
+func (recordingMetric) Summary(gometrics.SummaryOpts) gometrics.Summary { return recordingMetric{} }
+func (recordingMetric) WithLabelValues(...string) gometrics.Counter     { return recordingMetric{} }
+func (recordingMetric) Inc()                                            {}
+func (recordingMetric) Dec()                                            {}
+func (recordingMetric) Add(float64)                                     {}
+func (recordingMetric) Sub(float64)                                     {}
+func (recordingMetric) Set(float64)                                     {}
+func (recordingMetric) Observe(float64)                                 {}
+
+// TestNoDefaultRegistererAssignment pins issue 10 item 1: no library file
+// points prometheus.DefaultRegisterer elsewhere, even for a moment (while it
+// did, whatever any goroutine registered globally landed on a Wrapper's
+// registry).
+func TestNoDefaultRegistererAssignment(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	assign := regexp.MustCompile(`DefaultRegisterer\s*=[^=]`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc := assign.FindIndex(src); loc != nil {
+			t.Errorf("%s assigns prometheus.DefaultRegisterer: %q", f, src[loc[0]:loc[1]])
+		}
 	}
 }

@@ -38,10 +38,12 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 	dealsOf := make(map[shard.Key][]Deal)
 	var order []cid.Cid
 	var failed []error
+	handedOff := 0
 	for _, d := range deals {
 		if !d.HandedOff {
 			continue
 		}
+		handedOff++
 		if !d.PieceCID.Defined() {
 			failed = append(failed, fmt.Errorf("deal %d: piece CID: %w", d.DealID, ErrUndefinedCID))
 			continue
@@ -52,7 +54,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 		}
 		dealsOf[k] = append(dealsOf[k], d)
 	}
-	w.log.Infow("migrating deals to the dagstore", "deals", len(deals), "pieces", len(order))
+	w.log.Infow("migrating deals to the dagstore", "deals", len(deals), "handed_off", handedOff, "pieces", len(order))
 	start := time.Now()
 
 	// Registrations are queued by one goroutine while this one collects
@@ -98,7 +100,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 		return false, fmt.Errorf("migrate deals: %w", cut)
 	}
 	if len(failed) > 0 {
-		return false, fmt.Errorf("migrate deals: %d of %d handed-off deals failed: %w", len(failed), len(deals), errors.Join(failed...))
+		return false, fmt.Errorf("migrate deals: %d of %d handed-off deals failed: %w", len(failed), handedOff, errors.Join(failed...))
 	}
 	content := fmt.Sprintf("migrated %d pieces at %s\n", len(order), time.Now().UTC().Format(time.RFC3339))
 	if err := writeMarker(w.cfg.RootDir, []byte(content)); err != nil {

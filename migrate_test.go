@@ -132,3 +132,21 @@ func TestMigrationHonoursCancelledContext(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMigrationFailureCountsHandedOffDealsOnly pins issue 9 item 3: the
+// error's "N of M handed-off deals" counts only deals that were handed off.
+func TestMigrationFailureCountsHandedOffDealsOnly(t *testing.T) {
+	api := newFakeAPI(true)
+	w := openWrapper(t, t.TempDir(), api)
+	good := api.addPiece(t, makeCAR(t, 1, 5))
+	deals := []Deal{
+		{DealID: 1, PieceCID: good, HandedOff: true},
+		{DealID: 42, HandedOff: true}, // fails: no piece CID
+		{DealID: 2, PieceCID: good},   // not handed off: skipped
+		{DealID: 3, PieceCID: good},   // not handed off: skipped
+	}
+	_, err := w.MigrateDeals(context.Background(), deals)
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 handed-off deals failed") {
+		t.Fatalf("migration with a bad deal: %v; want \"1 of 2 handed-off deals failed\"", err)
+	}
+}

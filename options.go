@@ -67,9 +67,9 @@ func WithLoggerName(name string) Option {
 // counts by outcome and latencies (register, acquire, index, recover, gc),
 // dagstore events, transients and indexes on disk, MinerAPI calls in flight
 // and waiting on each throttle, and the shard-state datastore's operations
-// (go-ds-measure, bridged by go-metrics-prometheus; see the README for the
-// process-wide injection this implies). Without WithMetrics nothing is
-// measured and nothing is registered anywhere.
+// (go-ds-measure, routed to reg through go-metrics-interface; see the
+// README). Without WithMetrics nothing is measured and nothing is
+// registered anywhere.
 //
 // Two Wrappers cannot register on one registry as they are: give each its
 // own labels with prometheus.WrapRegistererWith.

@@ -96,7 +96,7 @@ const (
 type Wrapper struct {
 	cfg   Config
 	api   *gatedAPI
-	lock  *os.File
+	lock  *rootLock
 	store ds.Batching
 	irepo index.FullIndexRepo
 	tli   *topIndex      // dagwrap's own top-level index; nil when the node injected one

@@ -78,9 +78,9 @@ func TestImportPadsAndComputesCommP(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantCID, wantPadded := commP(t, src)
-		p, existed, err := d.Import(ctx, tc.car)
-		if err != nil || existed {
-			t.Fatalf("%s: import: %v existed=%v", tc.car, err, existed)
+		p, status, err := d.Import(ctx, tc.car)
+		if err != nil || status != Imported {
+			t.Fatalf("%s: import: %v, %v", tc.car, err, status)
 		}
 		if !p.PieceCID.Equals(wantCID) || p.PaddedSize != wantPadded || p.PaddedSize != tc.paddedSize || p.Size != tc.size {
 			t.Fatalf("%s: piece %+v, want %s padded %d size %d", tc.car, p, wantCID, tc.paddedSize, tc.size)
@@ -138,12 +138,12 @@ func TestImportTwiceAndConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, existed, err := d.Import(context.Background(), sampleCAR)
+			_, status, err := d.Import(context.Background(), sampleCAR)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			if !existed {
+			if status == Imported {
 				mu.Lock()
 				fresh++
 				mu.Unlock()
@@ -187,6 +187,11 @@ func TestImportRejectsBadFiles(t *testing.T) {
 		_, _, err := d.Import(context.Background(), tc.path)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), filepath.Base(tc.path)) {
 			t.Fatalf("%s: import error %v, want one naming the file and %q", tc.name, err, tc.want)
+		}
+		// Pins issue 9 item 3: a file that is not a CARv1 is not named by
+		// the CommP of its bytes.
+		if (tc.name == "not a CAR" || tc.name == "CARv2") && strings.Contains(err.Error(), "baga") {
+			t.Fatalf("%s: import error names a piece CID: %v", tc.name, err)
 		}
 	}
 	ents, _ := os.ReadDir(dir)
@@ -396,5 +401,49 @@ func TestServesThroughDagwrap(t *testing.T) {
 		if err := bs.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestImportRestoresAMissingFile pins issue 9 item 4 (piece folder part):
+// importing a piece the manifest lists but whose file is gone, or changed
+// size, puts the file back; an intact one is left alone.
+func TestImportRestoresAMissingFile(t *testing.T) {
+	dir := t.TempDir()
+	d := startDir(t, dir)
+	ctx := context.Background()
+	p, _, err := d.Import(ctx, sampleCAR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _ := d.FilePath(p.PieceCID)
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, damage := range map[string]func() error{
+		"removed":   func() error { return os.Remove(path) },
+		"truncated": func() error { return os.Truncate(path, int64(p.Size)/2) },
+	} {
+		if err := damage(); err != nil {
+			t.Fatal(err)
+		}
+		got, status, err := d.Import(ctx, sampleCAR)
+		if err != nil || status != Restored || got.File != p.File {
+			t.Fatalf("%s: re-import: %+v, %v, %v; want the piece restored", name, got, status, err)
+		}
+		if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: file not restored as it was: %v", name, err)
+		}
+		r, err := d.FetchUnsealedPiece(ctx, p.PieceCID)
+		if err != nil {
+			t.Fatalf("%s: fetch after the restore: %v", name, err)
+		}
+		_ = r.Close()
+	}
+	if _, status, err := d.Import(ctx, sampleCAR); err != nil || status != Existed {
+		t.Fatalf("import of an intact piece: %v, %v; want Existed", status, err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 2 {
+		t.Fatalf("folder holds %d entries (%v), want the piece and the manifest", len(ents), err)
 	}
 }

@@ -47,6 +47,19 @@ func (c *countingReader) ReadByte() (byte, error) {
 	return b, err
 }
 
+// readCARv1Header reads the CAR header at the start of r and returns the
+// reader of the sections after it, or an error saying it is not a CARv1.
+func readCARv1Header(r io.Reader) (*carv2.BlockReader, error) {
+	br, err := carv2.NewBlockReader(r, carv2.ZeroLengthSectionAsEOF(true))
+	if err != nil {
+		return nil, fmt.Errorf("not a CAR: %w", err)
+	}
+	if br.Version != 1 {
+		return nil, fmt.Errorf("a CARv%d, but a piece holds a CARv1", br.Version)
+	}
+	return br, nil
+}
+
 // scanPiece reads a piece once: it checks that it is a CARv1 whose blocks
 // match their CIDs, followed by nothing but zeros, and computes its piece
 // commitment (CommP) over every byte. Every byte read is also written to
@@ -60,15 +73,14 @@ func scanPiece(r io.Reader, copyTo io.Writer) (scanned, error) {
 	src := &countingReader{r: bufio.NewReaderSize(io.TeeReader(r, io.MultiWriter(sinks...)), 1<<20)}
 
 	var out scanned
+	// A file that is not a CARv1 is refused at once: hashing the rest would
+	// only name the error by the CommP of bytes that are no piece.
+	br, err := readCARv1Header(src)
+	if err != nil {
+		return out, err
+	}
+	out.roots = br.Roots
 	carErr := func() error {
-		br, err := carv2.NewBlockReader(src, carv2.ZeroLengthSectionAsEOF(true))
-		if err != nil {
-			return fmt.Errorf("not a CAR: %w", err)
-		}
-		if br.Version != 1 {
-			return fmt.Errorf("a CARv%d, but a piece holds a CARv1", br.Version)
-		}
-		out.roots = br.Roots
 		for {
 			before := src.n
 			_, err := br.Next()

@@ -1,22 +1,15 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
-	"sort"
 
+	"github.com/filecoin-project/dagstore"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
-	"github.com/ipld/go-car/v2/blockstore"
-	"github.com/multiformats/go-multihash"
 	"github.com/spf13/cobra"
 
 	"github.com/spstack/dagwrap"
@@ -33,8 +26,11 @@ func (a *app) importCmd() *cobra.Command {
 		Long: `import copies each CAR file into the piece folder as a piece (the CAR followed by
 zeros up to its unpadded piece size), computes its piece CID (CommP), registers
 it and indexes it (unless --lazy), then prints the piece CID, sizes, block
-count and root. Importing a piece again is harmless. The source files are
-never modified.`,
+count, root and status. A file that is not a CARv1 is refused, naming it,
+before anything is written. Importing a piece again is harmless: it puts back
+the piece's file if it is missing (status "restored", and an errored shard is
+recovered) and indexes a shard registered with --lazy (status "indexed").
+The source files are never modified.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("%s: want at least one CAR file (usage: %s)", cmd.CommandPath(), cmd.UseLine())
@@ -96,30 +92,60 @@ never modified.`,
 }
 
 // importOne imports one CAR and registers its piece. Its status says what
-// was new: "imported", "registered" (the folder had it) or "exists".
+// was new: "imported", "restored" (the folder had lost the piece's file),
+// "registered" (the folder had it), "indexed" (a lazily registered shard,
+// now indexed) or "exists".
 func (a *app) importOne(ctx context.Context, n *node, file string, eager bool) (piecedir.Piece, string, error) {
-	p, existed, err := n.dir.Import(ctx, file)
+	p, imported, err := n.dir.Import(ctx, file)
 	if err != nil {
 		return piecedir.Piece{}, "", err
 	}
 	status := "imported"
-	if existed {
+	switch imported {
+	case piecedir.Existed:
 		status = "registered"
+	case piecedir.Restored:
+		status = "restored"
 	}
 	err = n.w.RegisterShardSync(ctx, p.PieceCID, "", eager)
 	if errors.Is(err, dagwrap.ErrShardExists) {
-		si, err := n.w.ShardInfo(p.PieceCID)
-		if err != nil {
-			return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
-		}
-		if si.Error != nil {
-			return piecedir.Piece{}, "", fmt.Errorf("import %s: piece %s is registered but %s: %v (run: dagwrap recover %s)",
-				file, p.PieceCID, dagwrap.StateName(si.State), si.Error, p.PieceCID)
-		}
-		return p, "exists", nil
+		return a.importExisting(ctx, n, file, p, imported, eager)
 	}
 	if err != nil {
 		return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+	}
+	return p, status, nil
+}
+
+// importExisting finishes the import of a piece already registered: a shard
+// that failed while its file was missing is recovered once the file is
+// restored, and a lazily registered one is indexed if the import is eager.
+func (a *app) importExisting(ctx context.Context, n *node, file string, p piecedir.Piece, imported piecedir.ImportStatus, eager bool) (piecedir.Piece, string, error) {
+	si, err := n.w.ShardInfo(p.PieceCID)
+	if err != nil {
+		return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+	}
+	status := "exists"
+	if imported == piecedir.Restored {
+		status = "restored"
+		if si.Error != nil {
+			if err := n.w.RecoverShard(ctx, p.PieceCID); err != nil {
+				return piecedir.Piece{}, "", fmt.Errorf("import %s: piece file restored, but: %w", file, err)
+			}
+			return p, status, nil
+		}
+	}
+	if si.Error != nil {
+		return piecedir.Piece{}, "", fmt.Errorf("import %s: piece %s is registered but %s: %v (run: dagwrap recover %s)",
+			file, p.PieceCID, dagwrap.StateName(si.State), si.Error, p.PieceCID)
+	}
+	if eager && si.State == dagstore.ShardStateNew {
+		if err := n.w.InitShard(ctx, p.PieceCID); err != nil {
+			return piecedir.Piece{}, "", fmt.Errorf("import %s: %w", file, err)
+		}
+		if status == "exists" {
+			status = "indexed"
+		}
 	}
 	return p, status, nil
 }
@@ -156,7 +182,9 @@ func (a *app) getCmd() *cobra.Command {
 		Long: `get reads a block of a piece and writes its bytes to stdout, or to -o FILE. The
 block is located through the piece's index and its bytes are hashed and
 checked against the CID before anything is written. --root-block reads the
-first root of the piece's CAR, so no block CID needs to be known.`,
+first root of the piece's CAR, so no block CID needs to be known. With --json
+it prints {"piece_cid", "block_cid", "size", "data"} instead, the bytes in
+base64; with -o FILE as well, the bytes go to FILE and "file" replaces "data".`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := positional(1, pieceArg(&pc), blockArg(&bc))(cmd, args); err != nil {
 				return err
@@ -178,16 +206,37 @@ first root of the piece's CAR, so no block CID needs to be known.`,
 			if err != nil {
 				return err
 			}
+			if out != "" {
+				if err := fsutil.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), blk.RawData()); err != nil {
+					return fmt.Errorf("piece %s: block %s: %w", pc, bc, err)
+				}
+			}
+			if a.json {
+				res := blockJSON{PieceCID: pc.String(), BlockCID: bc.String(), Size: len(blk.RawData()), File: out}
+				if out == "" {
+					data := blk.RawData()
+					res.Data = &data
+				}
+				return a.printJSON(res)
+			}
 			if out == "" {
 				_, err = a.stdout.Write(blk.RawData())
-				return err
 			}
-			return fsutil.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), blk.RawData())
+			return err
 		}),
 	}
 	cmd.Flags().BoolVar(&rootBlock, "root-block", false, "read the first root block of the piece's CAR")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the block to this file instead of stdout")
 	return cmd
+}
+
+// blockJSON is the output of get --json.
+type blockJSON struct {
+	PieceCID string  `json:"piece_cid"`
+	BlockCID string  `json:"block_cid"`
+	Size     int     `json:"size"`
+	Data     *[]byte `json:"data,omitempty"` // base64; a pointer so that an empty block still has "data"
+	File     string  `json:"file,omitempty"`
 }
 
 // pieceRoots returns the roots of the piece's CAR, from the piece folder.
@@ -244,159 +293,4 @@ func verify(b blocks.Block) error {
 		return fmt.Errorf("block %s: bytes hash to %s: the data is corrupt", b.Cid(), got)
 	}
 	return nil
-}
-
-func (a *app) exportCmd() *cobra.Command {
-	var pc cid.Cid
-	var out string
-	cmd := &cobra.Command{
-		Use:   "export PIECE -o FILE",
-		Short: "Write a piece's blocks back out as a CARv1, checked against its index",
-		Long: `export writes every block of the piece to a CARv1 file with the piece CAR's
-roots. Each block's bytes are checked against its CID, and the blocks written
-must be exactly those the piece's index lists.`,
-		Args: positional(1, pieceArg(&pc)),
-		RunE: a.action(func(ctx context.Context, n *node) error {
-			count, err := exportPiece(ctx, n, pc, out)
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(map[string]any{"piece_cid": pc.String(), "file": out, "blocks": count})
-			}
-			fmt.Fprintf(a.stdout, "exported %d blocks of piece %s to %s\n", count, pc, out)
-			return nil
-		}),
-	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "the CAR file to write (required)")
-	_ = cmd.MarkFlagRequired("output")
-	return cmd
-}
-
-// exportPiece writes the piece's blocks as a CARv1 at path, replacing it
-// only once the whole CAR is written and checked.
-//
-// It is driven by the piece's index: every block is read at the offset the
-// index gives, its CID must carry the indexed multihash and its bytes must
-// hash to its CID. (The shard's blockstore cannot be walked instead: it
-// yields raw-codec CIDs, keyed by multihash only.) Blocks come out in the
-// order of the piece, each once.
-func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (int, error) {
-	roots, err := pieceRoots(n, pc)
-	if err != nil {
-		return 0, err
-	}
-	// Index a lazily registered shard first; an available one is left as is.
-	if err := n.w.InitShard(ctx, pc); err != nil {
-		return 0, err
-	}
-	idx, err := n.w.GetIterableIndexForPiece(pc)
-	if err != nil {
-		return 0, err
-	}
-	type entry struct {
-		mh     multihash.Multihash
-		offset uint64
-	}
-	var entries []entry
-	seen := make(map[string]bool)
-	if err := idx.ForEach(func(mh multihash.Multihash, off uint64) error {
-		if !seen[string(mh)] {
-			seen[string(mh)] = true
-			entries = append(entries, entry{mh, off})
-		}
-		return nil
-	}); err != nil {
-		return 0, fmt.Errorf("piece %s: read index: %w", pc, err)
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].offset < entries[j].offset })
-
-	piece, err := n.dir.FetchUnsealedPiece(ctx, pc)
-	if err != nil {
-		return 0, err
-	}
-	defer piece.Close()
-
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return 0, fmt.Errorf("create %s: %w", path, err)
-	}
-	tmpPath := tmp.Name()
-	// The CAR writer creates its own file: it would resume an existing one.
-	_ = tmp.Close()
-	_ = os.Remove(tmpPath)
-	defer os.Remove(tmpPath) // no-op once renamed
-	w, err := blockstore.OpenReadWrite(tmpPath, roots, blockstore.WriteAsCarV1(true), blockstore.UseWholeCIDs(true))
-	if err != nil {
-		return 0, fmt.Errorf("create %s: %w", path, err)
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			w.Discard()
-			return 0, err
-		}
-		blk, err := readSection(piece, e.offset)
-		if err == nil && !bytes.Equal(blk.Cid().Hash(), e.mh) {
-			err = fmt.Errorf("the index says block %s is at offset %d, but %s is there", e.mh.B58String(), e.offset, blk.Cid())
-		}
-		if err == nil {
-			err = verify(blk)
-		}
-		if err == nil {
-			err = w.Put(ctx, blk)
-		}
-		if err != nil {
-			w.Discard()
-			return 0, fmt.Errorf("piece %s: %w", pc, err)
-		}
-	}
-	if err := w.Finalize(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := syncFile(tmpPath); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmpPath, path); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
-	}
-	return len(entries), nil
-}
-
-// maxSection bounds one CAR section, as the dagstore's CAR reader does.
-const maxSection = 32 << 20
-
-// readSection reads the CAR section (length, CID, data) at offset.
-func readSection(r io.ReaderAt, offset uint64) (blocks.Block, error) {
-	br := bufio.NewReader(io.NewSectionReader(r, int64(offset), maxSection+binary.MaxVarintLen64))
-	length, err := binary.ReadUvarint(br)
-	if err != nil {
-		return nil, fmt.Errorf("section at offset %d: length: %w", offset, err)
-	}
-	if length == 0 || length > maxSection {
-		return nil, fmt.Errorf("section at offset %d: bad length %d", offset, length)
-	}
-	n, c, err := cid.CidFromReader(br)
-	if err != nil {
-		return nil, fmt.Errorf("section at offset %d: CID: %w", offset, err)
-	}
-	if uint64(n) > length {
-		return nil, fmt.Errorf("section at offset %d: CID longer than the section", offset)
-	}
-	data := make([]byte, length-uint64(n))
-	if _, err := io.ReadFull(br, data); err != nil {
-		return nil, fmt.Errorf("section at offset %d: block %s: %w", offset, c, err)
-	}
-	return blocks.NewBlockWithCid(data, c)
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,9 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/blockstore"
+	"github.com/multiformats/go-multihash"
 
 	"github.com/spstack/dagwrap"
 	"github.com/spstack/dagwrap/piecedir"
@@ -571,7 +575,7 @@ func TestMigrate(t *testing.T) {
 	if err := os.WriteFile(deals, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := ok(t, root, "migrate", "--deals", deals); !strings.Contains(r.stdout, "migrated 2 deals") {
+	if r := ok(t, root, "migrate", "--deals", deals); !strings.Contains(r.stdout, "migrated 1 handed-off deal (1 piece); skipped 1 deal not handed off") {
 		t.Fatalf("migrate said %q", r.stdout)
 	}
 	shards := listShards(t, root)
@@ -614,5 +618,372 @@ func TestCorruptedPieceIsNeverServed(t *testing.T) {
 	// Other blocks still read.
 	if got := ok(t, root, "get", pc, blks[0].Cid().String()).stdout; got != string(blks[0].RawData()) {
 		t.Fatal("an intact block of a damaged piece reads wrong")
+	}
+}
+
+// trickyCAR writes, with go-car's own writer, a CARv1 whose sections a
+// multihash-keyed copy loses: an identity CID as the root and another one
+// inside, the same multihash under raw, dag-pb and dag-cbor, a CIDv0 next
+// to the CIDv1 of the same bytes, and a section repeated verbatim.
+func trickyCAR(t *testing.T, dir string) string {
+	t.Helper()
+	var blks []blocks.Block
+	add := func(data []byte, c cid.Cid) {
+		b, err := blocks.NewBlockWithCid(data, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blks = append(blks, b)
+	}
+	identity := func(data []byte) cid.Cid {
+		mh, err := multihash.Sum(data, multihash.IDENTITY, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cid.NewCidV1(cid.Raw, mh)
+	}
+	shared := bytes.Repeat([]byte("the same bytes under several codecs "), 8)
+	mh, err := multihash.Sum(shared, multihash.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add([]byte("an identity root"), identity([]byte("an identity root")))
+	add(shared, cid.NewCidV1(cid.Raw, mh))
+	add(shared, cid.NewCidV1(cid.DagProtobuf, mh))
+	add(shared, cid.NewCidV1(cid.DagCBOR, mh))
+	add(shared, cid.NewCidV0(mh))
+	add([]byte("identity, inside"), identity([]byte("identity, inside")))
+	_, more := readCAR(t, sampleCAR)
+	blks = append(blks, more[:5]...)
+	blks = append(blks, blks[1]) // the very same section again
+	path := filepath.Join(dir, "tricky.car")
+	bs, err := blockstore.OpenReadWrite(path, []cid.Cid{blks[0].Cid()}, blockstore.WriteAsCarV1(true),
+		blockstore.UseWholeCIDs(true), blockstore.AllowDuplicatePuts(true), carv2.StoreIdentityCIDs(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blks {
+		if err := bs.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bs.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := readCAR(t, path); len(got) != len(blks) {
+		t.Fatalf("go-car wrote %d sections of %d", len(got), len(blks))
+	}
+	return path
+}
+
+// TestExportIsTheImportedCARVerbatim pins issue 9 item 1: export writes the
+// piece's CARv1 exactly as it was imported (identity CIDs, one multihash
+// under several codecs, CIDv0 next to CIDv1, repeated sections; no zero
+// padding), counts every section, and the file has the piece's CommP.
+func TestExportIsTheImportedCARVerbatim(t *testing.T) {
+	root := t.TempDir()
+	out := t.TempDir()
+	tricky := trickyCAR(t, t.TempDir())
+	for _, car := range []string{tricky, sampleCAR, paddedCAR} {
+		var rows []importRow
+		decode(t, ok(t, root, "import", "--json", car), &rows)
+		pc := rows[0].PieceCID
+		src, err := os.ReadFile(car)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, sections := readCAR(t, car)
+		exported := filepath.Join(out, filepath.Base(car))
+		r := ok(t, root, "export", pc, "-o", exported)
+		if !strings.Contains(r.stdout, fmt.Sprintf("exported %d blocks", len(sections))) {
+			t.Fatalf("%s: export said %q, want %d blocks", car, r.stdout, len(sections))
+		}
+		got, err := os.ReadFile(exported)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := src[:rows[0].CARSize]; !bytes.Equal(got, want) {
+			t.Fatalf("%s: exported %d bytes that differ from the imported CAR's %d", car, len(got), len(want))
+		}
+		if car != paddedCAR { // padded.car's own zeros are not part of the CAR
+			if got := pieceCID(t, exported).String(); got != pc {
+				t.Fatalf("%s: exported CAR has CommP %s, want the piece's %s", car, got, pc)
+			}
+		}
+		var js struct {
+			Blocks int `json:"blocks"`
+		}
+		decode(t, ok(t, root, "export", "--json", pc, "-o", exported), &js)
+		if js.Blocks != len(sections) {
+			t.Fatalf("%s: export --json counted %d blocks, want %d", car, js.Blocks, len(sections))
+		}
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 3 {
+		t.Fatalf("export folder holds %d files, want the 3 exports only", len(ents))
+	}
+	// Exporting onto the piece's own file would cut its padding off.
+	pc := pieceCID(t, sampleCAR).String()
+	own := filepath.Join(root, "pieces", pc+".car")
+	fails(t, root, 1, []string{pc, "the piece's own file"}, "export", pc, "-o", own)
+	if st, err := os.Stat(own); err != nil || st.Size() != 32512 {
+		t.Fatalf("the piece file was changed: %v", err)
+	}
+}
+
+// TestExportRemovesStaleTempFiles pins issue 9 item 3 (export temp files):
+// the temporary file a killed export leaves in the output folder is removed
+// by the next export there, while one still being written (locked by its
+// writer) is left alone.
+func TestExportRemovesStaleTempFiles(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	out := t.TempDir()
+	stale := filepath.Join(out, exportTempPrefix+"123"+exportTempSuffix)
+	if err := os.WriteFile(stale, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := createExportTemp(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ok(t, root, "export", pc, "-o", filepath.Join(out, "a.car"))
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the temp file of a killed export is still there: %v", err)
+	}
+	if _, err := os.Stat(busy.Name()); err != nil {
+		t.Fatalf("the temp file of an export still running was removed: %v", err)
+	}
+}
+
+// cancelAfter cancels ctx once the first read has returned: an interrupt
+// (SIGTERM) arriving in the middle of an export.
+type cancelAfter struct {
+	r      io.Reader
+	cancel context.CancelCauseFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p[:min(len(p), 1024)])
+	c.cancel(errors.New("terminated signal received"))
+	return n, err
+}
+
+// TestInterruptedExportNamesPieceFileAndCause pins issue 9 item 3 (export
+// messages): an export interrupted part-way says which piece, which file and
+// why, and leaves no file behind.
+func TestInterruptedExportNamesPieceFileAndCause(t *testing.T) {
+	pc := pieceCID(t, sampleCAR)
+	f, err := os.Open(sampleCAR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	out := t.TempDir()
+	path := filepath.Join(out, "out.car")
+	_, err = writeExport(ctx, pc, &cancelAfter{r: f, cancel: cancel}, path)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted export: %v, want context.Canceled", err)
+	}
+	for _, want := range []string{pc.String(), path, "terminated signal received"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("interrupted export: %q does not mention %q", err, want)
+		}
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Fatalf("an interrupted export left %d files", len(ents))
+	}
+}
+
+// TestMigrateRejectsAnyDealsFileButOneArray pins issue 9 item 2: the deals
+// file is exactly one JSON array of deal objects with the documented keys;
+// anything else names the file and where, and registers nothing.
+func TestMigrateRejectsAnyDealsFileButOneArray(t *testing.T) {
+	root := t.TempDir()
+	pc := pieceCID(t, sampleCAR).String()
+	one := `[{"deal_id": 5, "piece_cid": "` + pc + `"}]`
+	dir := t.TempDir()
+	for i, tc := range []struct {
+		body string
+		want []string
+	}{
+		{one + " " + `[{"deal_id": 6, "piece_cid": "` + pc + `"}]`, []string{"line 1", "after the array"}},
+		{one + "\n garbage", []string{"line 2", "after the array"}},
+		{"null", []string{"line 1", "JSON array"}},
+		{`{"deal_id": 5, "piece_cid": "` + pc + `"}`, []string{"line 1", "JSON array"}},
+		{"[\n" + `{"Deal_ID": 5, "piece_cid": "` + pc + `"}]`, []string{"line 2", `"Deal_ID"`}},
+		{"[\n" + `{"deal_id": 5, "piece_cid": "` + pc + `", "handedoff": true}]`, []string{"line 2", `"handedoff"`}},
+		{"[\n" + `{"deal_id": 5, "piece_cid": "` + pc + `", "deal_id": 6}]`, []string{"line 2", `"deal_id"`, "twice"}},
+		{`[{"piece_cid": "` + pc + `"}]`, []string{"line 1", "entry 0", `"deal_id"`, "missing"}},
+		{`[{"deal_id": 5}]`, []string{"line 1", "deal 5", `"piece_cid"`, "missing"}},
+		{`[{"deal_id": null, "piece_cid": "` + pc + `"}]`, []string{"line 1", `"deal_id"`, "null"}},
+		{`[{"deal_id": 5, "piece_cid": "` + pc + `", "handed_off": "yes"}]`, []string{"line 1", `"handed_off"`}},
+		{`[{"deal_id": 5, "piece_cid": "` + pc + `"}, 7]`, []string{"line 1", "entry 1", "object"}},
+		{`[{"deal_id": 5, "piece_cid": "` + pc + `"}`, []string{"line 1", "unexpected end"}},
+	} {
+		path := filepath.Join(dir, fmt.Sprintf("deals-%d.json", i))
+		if err := os.WriteFile(path, []byte(tc.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fails(t, root, 1, append([]string{path}, tc.want...), "migrate", "--deals", path)
+	}
+	if n := len(listShards(t, root)); n != 0 {
+		t.Fatalf("bad deals files registered %d shards", n)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".shard-registration-complete")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a bad deals file wrote the migration marker: %v", err)
+	}
+	fails(t, root, 2, []string{"--deals"}, "migrate")
+	fails(t, root, 2, []string{"--deals"}, "migrate", "--deals", "")
+}
+
+// TestMigrateCountsHandedOffDeals pins issue 9 item 3 (migration count): the
+// summary counts handed-off deals apart from those skipped.
+func TestMigrateCountsHandedOffDeals(t *testing.T) {
+	root := t.TempDir()
+	a, b := pieceCID(t, sampleCAR).String(), pieceCID(t, paddedCAR).String()
+	deals := filepath.Join(t.TempDir(), "deals.json")
+	body := `[{"deal_id": 1, "piece_cid": "` + a + `"}, {"deal_id": 2, "piece_cid": "` + a + `"},
+	{"deal_id": 3, "piece_cid": "` + b + `", "handed_off": false}]`
+	if err := os.WriteFile(deals, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var js struct {
+		Migrated  bool `json:"migrated"`
+		Deals     int  `json:"deals"`
+		HandedOff int  `json:"handed_off"`
+		Pieces    int  `json:"pieces"`
+	}
+	decode(t, ok(t, root, "migrate", "--json", "--deals", deals), &js)
+	if !js.Migrated || js.Deals != 3 || js.HandedOff != 2 || js.Pieces != 1 {
+		t.Fatalf("migrate --json: %+v, want 3 deals, 2 handed off, 1 piece", js)
+	}
+	root2 := t.TempDir()
+	r := ok(t, root2, "migrate", "--deals", deals)
+	if !strings.Contains(r.stdout, "migrated 2 handed-off deals (1 piece)") || !strings.Contains(r.stdout, "1 deal not handed off") {
+		t.Fatalf("migrate said %q", r.stdout)
+	}
+}
+
+// TestImportOfNonCARNamesFileAndCause pins issue 9 item 3 (non-CAR import):
+// a file that is not a CAR fails naming the file and the cause, with no
+// piece CID computed from its bytes and nothing added to the piece folder.
+func TestImportOfNonCARNamesFileAndCause(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	before := folderNames(t, filepath.Join(root, "pieces"))
+	junk := filepath.Join(t.TempDir(), "junk.car")
+	if err := os.WriteFile(junk, bytes.Repeat([]byte("not a CAR at all. "), 4000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := fails(t, root, 1, []string{"junk.car", "not a CAR"}, "import", junk)
+	if strings.Contains(r.stderr, "baga") {
+		t.Fatalf("a non-CAR import was named by a piece CID: %s", r.stderr)
+	}
+	if after := folderNames(t, filepath.Join(root, "pieces")); after != before {
+		t.Fatalf("piece folder was %s, is %s", before, after)
+	}
+	if n := len(listShards(t, root)); n != 1 {
+		t.Fatalf("%d shards after a non-CAR import, want 1", n)
+	}
+}
+
+func folderNames(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, " ")
+}
+
+// TestGetJSON pins issue 9 item 3 (get --json): with --json, get prints
+// JSON naming the piece and block, with its size and bytes (base64).
+func TestGetJSON(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	_, blks := readCAR(t, sampleCAR)
+	b := blks[3]
+	var js struct {
+		PieceCID string `json:"piece_cid"`
+		BlockCID string `json:"block_cid"`
+		Size     int    `json:"size"`
+		Data     []byte `json:"data"`
+		File     string `json:"file"`
+	}
+	decode(t, ok(t, root, "get", "--json", pc, b.Cid().String()), &js)
+	if js.PieceCID != pc || js.BlockCID != b.Cid().String() || js.Size != len(b.RawData()) || !bytes.Equal(js.Data, b.RawData()) {
+		t.Fatalf("get --json: %+v", js)
+	}
+	// With -o the bytes go to the file and the JSON says where.
+	out := filepath.Join(t.TempDir(), "block.bin")
+	js.Data = nil
+	decode(t, ok(t, root, "get", "--json", "--root-block", pc, "-o", out), &js)
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, blks[0].RawData()) || js.File != out || js.Data != nil || js.Size != len(got) {
+		t.Fatalf("get --json -o: %+v, file %v", js, err)
+	}
+}
+
+// TestEagerImportIndexesALazyShard pins issue 9 item 3 (import --lazy,
+// then import): the second import asks for indexing, so it indexes.
+func TestEagerImportIndexesALazyShard(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", "--lazy", sampleCAR)
+	if s := listShards(t, root); len(s) != 1 || s[0].State != "new" {
+		t.Fatalf("after a lazy import: %+v", s)
+	}
+	var rows []importRow
+	decode(t, ok(t, root, "import", "--json", sampleCAR), &rows)
+	if s := listShards(t, root); len(s) != 1 || s[0].State != "available" {
+		t.Fatalf("after an eager import of the lazy shard: %+v (import said %+v)", s, rows)
+	}
+	if rows[0].Status != "indexed" {
+		t.Fatalf("import status %q, want indexed", rows[0].Status)
+	}
+	// Importing once more changes nothing.
+	decode(t, ok(t, root, "import", "--json", sampleCAR), &rows)
+	if rows[0].Status != "exists" {
+		t.Fatalf("third import status %q, want exists", rows[0].Status)
+	}
+}
+
+// TestImportRestoresAMissingPieceFile pins issue 9 item 4 (CLI part): the
+// manifest knows the piece but its file is gone; importing the same CAR
+// puts the file back, and the piece serves again.
+func TestImportRestoresAMissingPieceFile(t *testing.T) {
+	root := t.TempDir()
+	ok(t, root, "import", sampleCAR)
+	pc := pieceCID(t, sampleCAR).String()
+	_, blks := readCAR(t, sampleCAR)
+	path := filepath.Join(root, "pieces", pc+".car")
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, root, 1, []string{pc}, "get", pc, blks[1].Cid().String()) // the shard errors
+	var rows []importRow
+	decode(t, ok(t, root, "import", "--json", sampleCAR), &rows)
+	if rows[0].Status != "restored" {
+		t.Fatalf("import status %q, want restored", rows[0].Status)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("piece file not restored as it was: %v", err)
+	}
+	if s := listShards(t, root); len(s) != 1 || s[0].State != "available" {
+		t.Fatalf("after the restore: %+v", s)
+	}
+	if got := ok(t, root, "get", pc, blks[1].Cid().String()).stdout; got != string(blks[1].RawData()) {
+		t.Fatal("restored piece serves other bytes")
 	}
 }

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/spstack/dagwrap/internal/fsutil"
+)
+
+// An export is written to a temporary file named exportTempPrefix + random
+// + exportTempSuffix in the output's folder, then renamed. Its writer holds
+// an flock on it, so the next export to that folder can tell the leftover
+// of a killed export (unlocked) from one being written, and removes it.
+const (
+	exportTempPrefix = ".dagwrap-export-"
+	exportTempSuffix = ".tmp"
+)
+
+func (a *app) exportCmd() *cobra.Command {
+	var pc cid.Cid
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export PIECE -o FILE",
+		Short: "Write a piece's CAR back out, byte for byte, checking every block",
+		Long: `export writes the piece's CARv1 to FILE exactly as it was imported: every byte from
+the start of the piece to the end of its last section (the zero padding after
+it is left out), so every section comes out, in the piece's order, duplicates
+and identity CIDs included, and FILE has the piece's CommP. Each block's bytes
+are checked against its CID on the way; a block that does not match fails the
+export, naming the piece and the block, and FILE is not written. FILE is
+replaced only once it is complete and synced.`,
+		Args: positional(1, pieceArg(&pc)),
+		RunE: a.action(func(ctx context.Context, n *node) error {
+			res, err := exportPiece(ctx, n, pc, out)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"piece_cid": pc.String(), "file": out, "blocks": res.sections, "bytes": res.bytes})
+			}
+			fmt.Fprintf(a.stdout, "exported %d blocks (%d bytes) of piece %s to %s\n", res.sections, res.bytes, pc, out)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the CAR file to write (required)")
+	_ = cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+// exported says what an export wrote.
+type exported struct {
+	sections int   // CAR sections (blocks), identity CIDs and repeats included
+	bytes    int64 // bytes of the CARv1
+}
+
+// exportPiece writes the registered piece's CAR to path.
+func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (exported, error) {
+	if _, err := n.shard(pc); err != nil {
+		return exported{}, err
+	}
+	piece, err := n.dir.FetchUnsealedPiece(ctx, pc)
+	if err != nil {
+		return exported{}, fmt.Errorf("export to %s: %w", path, err)
+	}
+	defer piece.Close()
+	// Renaming the export over the piece's own file would cut its padding off.
+	if f, ok := piece.(*os.File); ok {
+		if a, err := f.Stat(); err == nil {
+			if b, err := os.Stat(path); err == nil && os.SameFile(a, b) {
+				return exported{}, fmt.Errorf("export piece %s to %s: that is the piece's own file", pc, path)
+			}
+		}
+	}
+	return writeExport(ctx, pc, piece, path)
+}
+
+// writeExport copies the CARv1 at the start of piece to path, verbatim:
+// go-car's block reader parses each section (and checks its bytes against
+// its CID) from a reader that copies exactly the bytes it consumes, and the
+// copy is cut where the last section ends.
+func writeExport(ctx context.Context, pc cid.Cid, piece io.Reader, path string) (exported, error) {
+	fail := func(format string, args ...any) (exported, error) {
+		return exported{}, fmt.Errorf("export piece %s to %s: "+format, append([]any{pc, path}, args...)...)
+	}
+	dir := filepath.Dir(path)
+	removeStaleExportTemps(dir)
+	tmp, err := createExportTemp(dir)
+	if err != nil {
+		return fail("%w", err)
+	}
+	defer func() {
+		if tmp != nil {
+			_ = os.Remove(tmp.Name())
+			_ = tmp.Close()
+		}
+	}()
+	out := bufio.NewWriterSize(tmp, 1<<20)
+	src := &copyingReader{r: bufio.NewReaderSize(&ctxReader{ctx: ctx, r: piece}, 1<<20), w: out}
+	interrupted := func(sections int) (exported, error) {
+		return fail("interrupted after %d blocks: %w", sections, interruption(ctx))
+	}
+
+	br, err := carv2.NewBlockReader(src, carv2.ZeroLengthSectionAsEOF(true))
+	switch {
+	case ctx.Err() != nil:
+		return interrupted(0)
+	case src.werr != nil:
+		return fail("%w", src.werr)
+	case err != nil:
+		return fail("the piece does not start with a CAR header: %w", err)
+	case br.Version != 1:
+		return fail("the piece holds a CARv%d, not a CARv1", br.Version)
+	}
+	var res exported
+	for {
+		end := src.n
+		_, err := br.Next()
+		if errors.Is(err, io.EOF) && src.werr == nil {
+			res.bytes = end
+			break
+		}
+		switch {
+		case ctx.Err() != nil:
+			return interrupted(res.sections)
+		case src.werr != nil:
+			return fail("%w", src.werr)
+		case err != nil:
+			return exported{}, fmt.Errorf("export piece %s to %s: the piece is corrupt at block %d (offset %d): %w", pc, path, res.sections+1, end, err)
+		}
+		res.sections++
+	}
+	// The reader consumed the zero-length section that ends the CAR, if any;
+	// it is padding, not CAR.
+	if err := out.Flush(); err != nil {
+		return fail("%w", err)
+	}
+	if err := tmp.Truncate(res.bytes); err != nil {
+		return fail("%w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail("%w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fail("%w", err)
+	}
+	_ = tmp.Close() // closing drops the lock; the file has its final name
+	tmp = nil
+	if err := fsutil.SyncDir(dir); err != nil {
+		return fail("%w", err)
+	}
+	return res, nil
+}
+
+// interruption is why ctx ended: the signal, when one stopped the command.
+func interruption(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(cause, ctx.Err()) {
+		if cause == nil {
+			return ctx.Err()
+		}
+		return cause
+	}
+	return fmt.Errorf("%w: %w", cause, ctx.Err())
+}
+
+// copyingReader hands the CAR parser bytes one read at a time and copies
+// exactly those bytes to w, counting them. It is an io.ByteReader, so the
+// parser reads no further ahead than it consumes.
+type copyingReader struct {
+	r    *bufio.Reader
+	w    io.Writer
+	n    int64
+	werr error // the first write error; reads fail from then on
+}
+
+func (c *copyingReader) Read(p []byte) (int, error) {
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	n, err := c.r.Read(p)
+	if n > 0 {
+		if _, werr := c.w.Write(p[:n]); werr != nil {
+			c.werr = werr
+			return 0, werr
+		}
+		c.n += int64(n)
+	}
+	return n, err
+}
+
+func (c *copyingReader) ReadByte() (byte, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// ctxReader stops a long read when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// createExportTemp creates a locked temporary file for an export in dir.
+// A leftover remover may have locked and deleted the file between its
+// creation and this lock; then another is made.
+func createExportTemp(dir string) (*os.File, error) {
+	for attempt := 0; ; attempt++ {
+		f, err := os.CreateTemp(dir, exportTempPrefix+"*"+exportTempSuffix)
+		if err != nil {
+			return nil, err
+		}
+		if tryLock(f) && stillAt(f) {
+			return f, nil
+		}
+		_ = f.Close()
+		if attempt == 2 {
+			return nil, fmt.Errorf("temporary file %s: cannot lock it", f.Name())
+		}
+	}
+}
+
+// stillAt reports whether f's path still names f.
+func stillAt(f *os.File) bool {
+	a, err1 := f.Stat()
+	b, err2 := os.Stat(f.Name())
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+// removeStaleExportTemps deletes the temporary files of killed exports in
+// dir: those no export holds locked. It is best effort: a file it cannot
+// remove is only left behind.
+func removeStaleExportTemps(dir string) {
+	if !canLockTemps {
+		return
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, exportTempPrefix) || !strings.HasSuffix(name, exportTempSuffix) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if tryLock(f) && stillAt(f) {
+			_ = os.Remove(path)
+		}
+		_ = f.Close()
+	}
+}

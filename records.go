@@ -32,6 +32,8 @@ type shardRecords struct {
 	gone    map[ds.Key]struct{}     // destroyed shards: their writes are dropped
 	waiting map[ds.Key][]chan error // registrations waiting for their first write
 	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
+
+	bad *badRecords // hidden from the dagstore's Query (see Query)
 }
 
 func newShardRecords(store ds.Batching) *shardRecords {

@@ -196,6 +196,7 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	}
 	w.store = w.m.measureDatastore(store)
 	w.records = newShardRecords(w.store)
+	w.records.bad = &w.bad
 
 	if w.irepo = o.irepo; w.irepo == nil {
 		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
@@ -588,6 +589,9 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 func (w *Wrapper) acquire(key shard.Key, ch chan dagstore.ShardResult) (func(), error) {
 	unlock := w.pieces.lock(key)
 	defer unlock()
+	if bad, ok := w.bad.get(key); ok {
+		return nil, bad // never registered anew over it, as LoadShard would
+	}
 	if err := w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{}); err != nil {
 		return nil, err
 	}

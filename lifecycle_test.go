@@ -370,3 +370,44 @@ func TestInitAllShardsReturnsWhenProgressCallbackBlocks(t *testing.T) {
 	release()
 	settled(t, goroutines, fds)
 }
+
+// TestMinerAPICallReturningAfterCloseDoesNotTouchRoot pins issue 9 item 10:
+// a MinerAPI call of the dagstore's that ignores its context (here the size
+// check of a shard the dagstore re-initialises at Start, under Start's
+// context) ends with Close, so that when it finally returns, nothing is
+// indexed into the root the Wrapper has released.
+func TestMinerAPICallReturningAfterCloseDoesNotTouchRoot(t *testing.T) {
+	goroutines, fds := baseline(t)
+	api := newFakeAPI(true)
+	pc := api.addPiece(t, "testdata/sample.car")
+	root := t.TempDir()
+	putRecord(t, root, pc, dagstore.PersistedShard{Key: pc.String(), URL: "lotus://" + pc.String(), State: dagstore.ShardStateInitializing})
+	hung := make(chan struct{}, 1)
+	w, err := New(Config{RootDir: root}, api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	gate, release := releaser(t)
+	api.onCall = func(_ context.Context, m string, _ cid.Cid) error {
+		if m == "GetUnpaddedCARSize" {
+			hung <- struct{}{}
+			<-gate
+		}
+		return nil
+	}
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-hung
+	if err := within(t, "Close", async(w.Close)); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	settled(t, goroutines, fds)
+	for _, n := range listDir(t, filepath.Join(root, indexDir)) {
+		if strings.HasPrefix(n, pc.String()) {
+			t.Fatalf("index %s written after Close", n)
+		}
+	}
+}

@@ -48,7 +48,9 @@ func isRandomAccess(api MinerAPI) bool {
 
 // gatedAPI decorates the node's MinerAPI: every call waits until Start has
 // succeeded, storage calls are bounded, and fetches of pieces that must be
-// unsealed first are bounded separately.
+// unsealed first are bounded separately. Each call of the node's returns
+// when its context ends or the Wrapper closes, even if the node's call goes
+// on (see detached); it keeps its throttle slot until it really returns.
 type gatedAPI struct {
 	inner   MinerAPI
 	storage throttle.Throttler
@@ -152,12 +154,13 @@ func (a *gatedAPI) IsUnsealed(ctx context.Context, pieceCid cid.Cid) (bool, erro
 	if err := a.wait(ctx); err != nil {
 		return false, err
 	}
-	var ok bool
-	err := a.storage.Do(ctx, func(ctx context.Context) (err error) {
-		ok, err = a.inner.IsUnsealed(ctx, pieceCid)
-		return err
-	})
-	return ok, err
+	return detached(ctx, func() (ok bool, err error) {
+		err = a.storage.Do(ctx, func(ctx context.Context) (err error) {
+			ok, err = a.inner.IsUnsealed(ctx, pieceCid)
+			return err
+		})
+		return ok, err
+	}, nil)
 }
 
 func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (uint64, error) {
@@ -166,12 +169,13 @@ func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (ui
 	if err := a.wait(ctx); err != nil {
 		return 0, err
 	}
-	var size uint64
-	err := a.storage.Do(ctx, func(ctx context.Context) (err error) {
-		size, err = a.inner.GetUnpaddedCARSize(ctx, pieceCid)
-		return err
-	})
-	return size, err
+	return detached(ctx, func() (size uint64, err error) {
+		err = a.storage.Do(ctx, func(ctx context.Context) (err error) {
+			size, err = a.inner.GetUnpaddedCARSize(ctx, pieceCid)
+			return err
+		})
+		return size, err
+	}, nil)
 }
 
 func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mount.Reader, error) {
@@ -183,19 +187,21 @@ func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mo
 		cancel()
 		return nil, fmt.Errorf("check whether piece is unsealed: %w", err)
 	}
-	var r mount.Reader
-	fetch := func(ctx context.Context) error {
-		return a.storage.Do(ctx, func(ctx context.Context) (err error) {
-			r, err = a.inner.FetchUnsealedPiece(ctx, pieceCid)
-			return err
-		})
-	}
-	if unsealed {
-		err = fetch(ctx)
-	} else {
-		// Unsealing takes minutes and a lot of CPU: bound it on its own.
-		err = a.unseal.Do(ctx, fetch)
-	}
+	r, err := detached(ctx, func() (r mount.Reader, err error) {
+		fetch := func(ctx context.Context) error {
+			return a.storage.Do(ctx, func(ctx context.Context) (err error) {
+				r, err = a.inner.FetchUnsealedPiece(ctx, pieceCid)
+				return err
+			})
+		}
+		if unsealed {
+			err = fetch(ctx)
+		} else {
+			// Unsealing takes minutes and a lot of CPU: bound it on its own.
+			err = a.unseal.Do(ctx, fetch)
+		}
+		return r, err
+	}, closeReader)
 	if err != nil || r == nil {
 		cancel()
 		return r, err
@@ -205,6 +211,13 @@ func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mo
 		return r, nil
 	}
 	return &cancelOnClose{Reader: r, cancel: cancel}, nil
+}
+
+// closeReader closes a reader that arrived after its caller stopped waiting.
+func closeReader(r mount.Reader) {
+	if r != nil {
+		_ = r.Close()
+	}
 }
 
 // cancelOnClose ends a stream's call context when the stream is closed.

@@ -58,6 +58,13 @@ func (w *Wrapper) start(ctx context.Context) error {
 	if err := w.prepareRecords(ctx); err != nil {
 		return fmt.Errorf("dagwrap: %w", err)
 	}
+	// Lookups on a Lotus root read its stock index from the first one on,
+	// until the background reconciliation has rebuilt it.
+	if w.tli != nil {
+		if err := w.tli.detectLegacy(ctx); err != nil {
+			return fmt.Errorf("dagwrap: %w", err)
+		}
+	}
 	w.startDrains()
 	if w.dagstSpent {
 		if err := w.renewDAGStore(); err != nil {
@@ -67,13 +74,6 @@ func (w *Wrapper) start(ctx context.Context) error {
 	w.dagstSpent = true
 	if err := w.dagst.Start(ctx); err != nil {
 		return fmt.Errorf("dagwrap: start dagstore: %w", err)
-	}
-	// Lookups on a Lotus root read its stock index from the first one on,
-	// until the background reconciliation has rebuilt it.
-	if w.tli != nil {
-		if err := w.tli.detectLegacy(ctx); err != nil {
-			return fmt.Errorf("dagwrap: %w", err)
-		}
 	}
 	w.wg.Add(2)
 	go w.gcLoop()

@@ -27,7 +27,7 @@ func (w *Wrapper) InitShard(ctx context.Context, pieceCid cid.Cid) error {
 	if err := checkCID("piece", pieceCid); err != nil {
 		return err
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("init piece %s: %w", pieceCid, err)
 	}
@@ -118,8 +118,11 @@ func IncludeSealed(include bool) InitAllOption {
 	return func(o *initAllOptions) { o.includeSealed = include }
 }
 
-// OnInitProgress has fn called once before the first piece starts and
-// after each piece finishes, one call at a time, with counts that only grow.
+// OnInitProgress has fn called with the counts at the start and after each
+// piece finishes, in order and one call at a time, with counts that only
+// grow. The calls run in a goroutine of their own: InitAllShards returns
+// after the last one, unless its context ends first; then no further call is
+// made, and one that blocks holds neither InitAllShards nor Close.
 func OnInitProgress(fn func(InitProgress)) InitAllOption {
 	return func(o *initAllOptions) { o.progress = fn }
 }
@@ -138,7 +141,7 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 		o.concurrency = DefaultInitConcurrency
 	}
 	res := InitAllResult{Failed: map[cid.Cid]error{}}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return res, fmt.Errorf("init all shards: %w", err)
 	}
@@ -160,6 +163,8 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 	defer cancel()
 	defer context.AfterFunc(w.ctx, cancel)()
 
+	// The callback runs in a goroutine of its own (see progressFeed).
+	progress := newProgressFeed(ctx, o.progress)
 	var mu sync.Mutex
 	prog := InitProgress{Total: len(pieces)}
 	report := func(pc cid.Cid, skipped bool, err error) {
@@ -176,13 +181,9 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 			prog.Done++
 			res.Initialized = append(res.Initialized, pc)
 		}
-		if o.progress != nil {
-			o.progress(prog)
-		}
+		progress.send(prog)
 	}
-	if o.progress != nil {
-		o.progress(prog)
-	}
+	progress.send(prog)
 
 	next := make(chan cid.Cid)
 	var workers sync.WaitGroup
@@ -211,6 +212,7 @@ feed:
 	}
 	close(next)
 	workers.Wait()
+	progress.finish(ctx)
 
 	if len(res.Failed) > 0 {
 		errs := make([]error, 0, len(res.Failed))
@@ -234,8 +236,9 @@ feed:
 // initOne initialises one piece of InitAllShards, or reports it skipped.
 func (w *Wrapper) initOne(ctx context.Context, pc cid.Cid, includeSealed bool) (skipped bool, err error) {
 	if !includeSealed {
-		// Through the gated API, so the storage-call throttle applies.
-		unsealed, err := w.api.IsUnsealed(ctx, pc)
+		// Through the gated API, so the storage-call throttle applies;
+		// detached, so a node's call that ignores ctx does not hold us.
+		unsealed, err := detached(ctx, func() (bool, error) { return w.api.IsUnsealed(ctx, pc) }, nil)
 		if err != nil {
 			return false, fmt.Errorf("piece %s: check whether it is unsealed: %w", pc, err)
 		}
@@ -257,7 +260,7 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	if err := checkCID("piece", pieceCid); err != nil {
 		return err
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
@@ -304,7 +307,7 @@ type RecoverAllResult struct {
 // once. The error, if any, joins the failures.
 func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error) {
 	res := RecoverAllResult{Failed: map[cid.Cid]error{}}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return res, fmt.Errorf("recover all shards: %w", err)
 	}
@@ -384,7 +387,7 @@ type ReclaimedTransient struct {
 // random-access MinerAPI have no transients, so there is nothing to reclaim.
 func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
 	out := GCResult{Failed: map[cid.Cid]error{}}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return out, fmt.Errorf("gc: %w", err)
 	}

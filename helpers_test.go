@@ -30,6 +30,7 @@ type fakeAPI struct {
 
 	startCalls atomic.Int32
 	startErr   error
+	onStart    func(ctx context.Context) error // when set, Start returns its result
 
 	calls    gauge // every call in flight
 	unseals  gauge // fetches of sealed pieces in flight
@@ -75,8 +76,11 @@ func newFakeAPI(random bool) *fakeAPI {
 
 func (a *fakeAPI) RandomAccess() bool { return a.random }
 
-func (a *fakeAPI) Start(context.Context) error {
+func (a *fakeAPI) Start(ctx context.Context) error {
 	a.startCalls.Add(1)
+	if a.onStart != nil {
+		return a.onStart(ctx)
+	}
 	return a.startErr
 }
 

@@ -25,7 +25,7 @@ type Deal struct {
 // any registration failed, the failures are logged with deal and piece, the
 // error names them, and no marker is written: the next call migrates again.
 func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) {
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return false, fmt.Errorf("migrate deals: %w", err)
 	}

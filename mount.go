@@ -22,7 +22,8 @@ const MountScheme = "lotus"
 //
 // FetchUnsealedPiece returns the unsealed piece: a CARv1 followed by zero
 // padding. GetUnpaddedCARSize and IsUnsealed answer from storage metadata.
-// Start is called once by Wrapper.Start; calls made before it wait for it.
+// Start is called by Wrapper.Start, and again only by a Wrapper.Start after
+// one that failed; calls made before it succeeded wait for it.
 type MinerAPI interface {
 	FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mount.Reader, error)
 	GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (uint64, error)
@@ -46,8 +47,10 @@ func isRandomAccess(api MinerAPI) bool {
 }
 
 // gatedAPI decorates the node's MinerAPI: every call waits until Start has
-// run, storage calls are bounded, and fetches of pieces that must be unsealed
-// first are bounded separately.
+// succeeded, storage calls are bounded, and fetches of pieces that must be
+// unsealed first are bounded separately. Each call of the node's returns
+// when its context ends or the Wrapper closes, even if the node's call goes
+// on (see detached); it keeps its throttle slot until it really returns.
 type gatedAPI struct {
 	inner   MinerAPI
 	storage throttle.Throttler
@@ -57,9 +60,16 @@ type gatedAPI struct {
 	// would outlive Close and keep its shard initialising forever.
 	life context.Context
 
-	startOnce sync.Once
-	ready     chan struct{} // closed once inner.Start returned
-	startErr  error         // set before ready is closed
+	startMu  sync.Mutex
+	starting *startAttempt // the latest call of inner.Start
+	ready    chan struct{} // closed once inner.Start has succeeded
+}
+
+// startAttempt is one call of the node's Start, which may outlive the
+// Wrapper.Start that made it (a Start that ignores its context).
+type startAttempt struct {
+	done chan struct{} // closed when the call returned
+	err  error         // set before done is closed
 }
 
 func newGatedAPI(life context.Context, inner MinerAPI, storageCalls, unseals int) *gatedAPI {
@@ -72,22 +82,59 @@ func newGatedAPI(life context.Context, inner MinerAPI, storageCalls, unseals int
 	}
 }
 
-// Start starts the node's API once; later calls return the first result.
+// Start starts the node's API, and returns when that call does, or when ctx
+// ends or the Wrapper closes. Once a call succeeded, Start returns nil at
+// once; after a failed one it calls the node's Start again. A call still
+// running is waited for instead of being made twice: its goroutine ends
+// when it returns.
 func (a *gatedAPI) Start(ctx context.Context) error {
-	a.startOnce.Do(func() {
-		a.startErr = a.inner.Start(ctx)
-		close(a.ready)
-	})
-	<-a.ready
-	return a.startErr
+	a.startMu.Lock()
+	select {
+	case <-a.ready:
+		a.startMu.Unlock()
+		return nil
+	default:
+	}
+	att := a.starting
+	if att == nil || att.finished() {
+		att = &startAttempt{done: make(chan struct{})}
+		a.starting = att
+		go func() {
+			err := a.inner.Start(ctx)
+			a.startMu.Lock()
+			defer a.startMu.Unlock()
+			att.err = err
+			if err == nil {
+				close(a.ready)
+			}
+			close(att.done)
+		}()
+	}
+	a.startMu.Unlock()
+	select {
+	case <-att.done:
+		return att.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-a.life.Done():
+		return ErrClosed
+	}
 }
 
+func (s *startAttempt) finished() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits until the node's Start has succeeded; a failed Start is
+// retried by the next Wrapper.Start, so calls keep waiting (under ctx).
 func (a *gatedAPI) wait(ctx context.Context) error {
 	select {
 	case <-a.ready:
-		if a.startErr != nil {
-			return fmt.Errorf("miner API failed to start: %w", a.startErr)
-		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for miner API to start: %w", ctx.Err())
@@ -107,12 +154,13 @@ func (a *gatedAPI) IsUnsealed(ctx context.Context, pieceCid cid.Cid) (bool, erro
 	if err := a.wait(ctx); err != nil {
 		return false, err
 	}
-	var ok bool
-	err := a.storage.Do(ctx, func(ctx context.Context) (err error) {
-		ok, err = a.inner.IsUnsealed(ctx, pieceCid)
-		return err
-	})
-	return ok, err
+	return detached(ctx, func() (ok bool, err error) {
+		err = a.storage.Do(ctx, func(ctx context.Context) (err error) {
+			ok, err = a.inner.IsUnsealed(ctx, pieceCid)
+			return err
+		})
+		return ok, err
+	}, nil)
 }
 
 func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (uint64, error) {
@@ -121,12 +169,13 @@ func (a *gatedAPI) GetUnpaddedCARSize(ctx context.Context, pieceCid cid.Cid) (ui
 	if err := a.wait(ctx); err != nil {
 		return 0, err
 	}
-	var size uint64
-	err := a.storage.Do(ctx, func(ctx context.Context) (err error) {
-		size, err = a.inner.GetUnpaddedCARSize(ctx, pieceCid)
-		return err
-	})
-	return size, err
+	return detached(ctx, func() (size uint64, err error) {
+		err = a.storage.Do(ctx, func(ctx context.Context) (err error) {
+			size, err = a.inner.GetUnpaddedCARSize(ctx, pieceCid)
+			return err
+		})
+		return size, err
+	}, nil)
 }
 
 func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mount.Reader, error) {
@@ -138,19 +187,21 @@ func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mo
 		cancel()
 		return nil, fmt.Errorf("check whether piece is unsealed: %w", err)
 	}
-	var r mount.Reader
-	fetch := func(ctx context.Context) error {
-		return a.storage.Do(ctx, func(ctx context.Context) (err error) {
-			r, err = a.inner.FetchUnsealedPiece(ctx, pieceCid)
-			return err
-		})
-	}
-	if unsealed {
-		err = fetch(ctx)
-	} else {
-		// Unsealing takes minutes and a lot of CPU: bound it on its own.
-		err = a.unseal.Do(ctx, fetch)
-	}
+	r, err := detached(ctx, func() (r mount.Reader, err error) {
+		fetch := func(ctx context.Context) error {
+			return a.storage.Do(ctx, func(ctx context.Context) (err error) {
+				r, err = a.inner.FetchUnsealedPiece(ctx, pieceCid)
+				return err
+			})
+		}
+		if unsealed {
+			err = fetch(ctx)
+		} else {
+			// Unsealing takes minutes and a lot of CPU: bound it on its own.
+			err = a.unseal.Do(ctx, fetch)
+		}
+		return r, err
+	}, closeReader)
 	if err != nil || r == nil {
 		cancel()
 		return r, err
@@ -160,6 +211,13 @@ func (a *gatedAPI) FetchUnsealedPiece(ctx context.Context, pieceCid cid.Cid) (mo
 		return r, nil
 	}
 	return &cancelOnClose{Reader: r, cancel: cancel}, nil
+}
+
+// closeReader closes a reader that arrived after its caller stopped waiting.
+func closeReader(r mount.Reader) {
+	if r != nil {
+		_ = r.Close()
+	}
 }
 
 // cancelOnClose ends a stream's call context when the stream is closed.

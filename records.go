@@ -42,6 +42,8 @@ type shardRecords struct {
 	committing map[ds.Key]struct{} // keys of the commit in progress
 	committed  *sync.Cond          // on mu: a commit finished
 	kick       chan struct{}       // wakes the committer
+
+	bad *badRecords // hidden from the dagstore's Query (see Query)
 }
 
 func newShardRecords(store ds.Batching) *shardRecords {

@@ -17,11 +17,15 @@ import (
 )
 
 // prepareRecords checks the persisted shard records before the dagstore
-// restores them. The dagstore silently skips a record it cannot revive; here
-// it is logged with its piece and URL and kept for ShardInfo and ListShards.
+// restores them. A record that cannot be restored is logged with its piece
+// and cause and kept for ShardInfo and ListShards, and hidden from the
+// dagstore (see shardRecords.Query): it would skip bad JSON or URLs, but
+// revive a record under its "k" field rather than its datastore key, and
+// one in a state it does not know would never answer an acquire.
 // A shard persisted mid-recovery would stay "recovering" forever, so it is
 // reset to errored, to be recovered on its next acquire.
 func (w *Wrapper) prepareRecords(ctx context.Context) error {
+	w.bad.reset() // a Start being retried reads them afresh
 	prefix := dagstore.StoreNamespace.String()
 	res, err := w.store.Query(ctx, query.Query{Prefix: prefix})
 	if err != nil {
@@ -32,14 +36,22 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 		if r.Error != nil {
 			return fmt.Errorf("read shard records: %w", r.Error)
 		}
-		key := shard.KeyFromString(strings.TrimPrefix(r.Key, prefix+"/"))
+		key := recordShardKey(r.Key)
 		var ps dagstore.PersistedShard
 		if err := json.Unmarshal(r.Value, &ps); err != nil {
 			w.badRecord(key, fmt.Errorf("shard record is not valid JSON: %w", err))
 			continue
 		}
+		if ps.Key != key.String() {
+			w.badRecord(key, fmt.Errorf("its key field names piece %q, not the key it is stored under", ps.Key))
+			continue
+		}
 		if err := checkMountURL(ps.URL); err != nil {
 			w.badRecord(key, err)
+			continue
+		}
+		if !knownState(ps.State) {
+			w.badRecord(key, fmt.Errorf("unknown shard state %d (written by another version?)", ps.State))
 			continue
 		}
 		if ps.State == dagstore.ShardStateRecovering {
@@ -56,6 +68,44 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// recordShardKey is the shard key of a record's datastore key.
+func recordShardKey(dsKey string) shard.Key {
+	return shard.KeyFromString(strings.TrimPrefix(dsKey, dagstore.StoreNamespace.String()+"/"))
+}
+
+// knownState reports whether the dagstore (v0.7.0) handles a persisted state.
+func knownState(s dagstore.ShardState) bool {
+	switch s {
+	case dagstore.ShardStateNew, dagstore.ShardStateInitializing, dagstore.ShardStateAvailable,
+		dagstore.ShardStateServing, dagstore.ShardStateRecovering, dagstore.ShardStateErrored:
+		return true
+	}
+	return false
+}
+
+// Query is how the dagstore reads its records, once, at Start. The records
+// prepareRecords found unrestorable are filtered out by their datastore
+// key, so the dagstore never has them in memory: nothing is rewritten or
+// deleted on disk (a record of a newer version stays for it to read), they
+// stay listed and destroyable under their real key, and the dagstore can
+// neither revive one under its "k" field (out of reach of a destroy) nor
+// hold a shard in a state it never answers acquires in.
+func (r *shardRecords) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	res, err := r.Batching.Query(ctx, q)
+	if err != nil || r.bad == nil {
+		return res, err
+	}
+	return query.NaiveFilter(res, restorable{r.bad}), nil
+}
+
+// restorable is the query filter that drops unrestorable records.
+type restorable struct{ bad *badRecords }
+
+func (f restorable) Filter(e query.Entry) bool {
+	_, bad := f.bad.get(recordShardKey(e.Key))
+	return !bad
 }
 
 func (w *Wrapper) badRecord(key shard.Key, err error) {
@@ -85,6 +135,12 @@ func (b *badRecords) get(k shard.Key) (error, bool) {
 	defer b.mu.RUnlock()
 	err, ok := b.m[k]
 	return err, ok
+}
+
+func (b *badRecords) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.m = nil
 }
 
 func (b *badRecords) remove(k shard.Key) {

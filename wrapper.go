@@ -86,7 +86,8 @@ type ShardInfo struct {
 type lifecycle int
 
 const (
-	created lifecycle = iota
+	created  lifecycle = iota // also after a failed Start
+	starting                  // Start is running
 	started
 	closed
 )
@@ -102,6 +103,8 @@ type Wrapper struct {
 	tli   *topIndex      // dagwrap's own top-level index; nil when the node injected one
 	top   index.Inverted // the top-level index in use: tli, or the node's
 	dagst *dagstore.DAGStore
+	// dagstCfg builds dagst, and a fresh one after a failed Start.
+	dagstCfg dagstore.Config
 
 	nodeStore bool     // store is the node's (WithDatastore): synced, not closed
 	m         *metrics // nil without WithMetrics: every hook is then a no-op
@@ -121,6 +124,11 @@ type Wrapper struct {
 
 	mu    sync.Mutex
 	state lifecycle
+	// startDone is closed when the Start running (state starting) ends.
+	startDone chan struct{}
+	// drains says the trace and failure drains run (see startDrains);
+	// dagstSpent that dagst.Start was called. Only Start uses them.
+	drains, dagstSpent bool
 	// ops is held shared by every call in flight and exclusively by Close,
 	// so nothing touches the dagstore or the datastore after they close.
 	ops sync.RWMutex
@@ -199,6 +207,7 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	}
 	w.store = w.m.measureDatastore(store)
 	w.records = newShardRecords(w.store)
+	w.records.bad = &w.bad
 
 	if w.irepo = o.irepo; w.irepo == nil {
 		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
@@ -220,7 +229,7 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	// drains log them; the drains keep running until the dagstore has closed.
 	w.traceCh = make(chan dagstore.Trace, 128)
 	w.failureCh = make(chan dagstore.ShardResult, 128)
-	w.dagst, err = dagstore.NewDAGStore(dagstore.Config{
+	w.dagstCfg = dagstore.Config{
 		TransientsDir:             resolveLink(filepath.Join(root, transientsDir)),
 		IndexRepo:                 w.irepo,
 		TopLevelIndex:             w.top,
@@ -231,8 +240,8 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		MaxConcurrentIndex:        w.cfg.MaxConcurrentIndex,
 		MaxConcurrentReadyFetches: w.cfg.MaxConcurrentReadyFetches,
 		RecoverOnStart:            dagstore.RecoverOnAcquire,
-	})
-	if err != nil {
+	}
+	if w.dagst, err = dagstore.NewDAGStore(w.dagstCfg); err != nil {
 		return fmt.Errorf("create dagstore: %w", err)
 	}
 	return nil
@@ -253,59 +262,6 @@ func (w *Wrapper) openLevelDB(path string) (*levelds.Datastore, error) {
 	w.log.Warnw("shard-state journal has a torn tail (the last run was killed mid-write); dropping it", "path", path, "error", err)
 	opts.Strict = ldbopts.StrictAll &^ ldbopts.StrictJournal &^ ldbopts.StrictJournalChecksum
 	return levelds.NewDatastore(path, &opts)
-}
-
-// Start starts the MinerAPI, restores shard state and starts the dagstore
-// with its GC, trace and recovery goroutines. Close stops them all.
-func (w *Wrapper) Start(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch w.state {
-	case started:
-		return errors.New("dagwrap: already started")
-	case closed:
-		return ErrClosed
-	}
-	if err := w.api.Start(ctx); err != nil {
-		return fmt.Errorf("dagwrap: start miner API: %w", err)
-	}
-	if err := w.prepareRecords(ctx); err != nil {
-		return fmt.Errorf("dagwrap: %w", err)
-	}
-	// The drains must run before the dagstore starts: restoring queues work
-	// whose events would otherwise block the event loop, and Start with it.
-	w.wg.Add(4)
-	recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
-	available := make(chan shard.Key, 128)
-	go w.traceLoop(available)
-	go w.recoveryLoop(recoverCh, recovered, available)
-	go w.recoverWorker(recoverCh, recovered)
-	go w.gcLoop()
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		w.records.commitGroups(w.dagstClosed) // commits what is queued, then ends
-	}()
-	w.state = started
-	if err := w.dagst.Start(ctx); err != nil {
-		return fmt.Errorf("dagwrap: start dagstore: %w", err)
-	}
-	// Lookups on a Lotus root read its stock index from the first one on,
-	// until the background reconciliation has rebuilt it.
-	if w.tli != nil {
-		if err := w.tli.detectLegacy(ctx); err != nil {
-			return fmt.Errorf("dagwrap: %w", err)
-		}
-	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		defer close(w.reconciled)
-		if err := w.reconcile(w.ctx); err != nil && w.ctx.Err() == nil {
-			w.log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
-		}
-	}()
-	return nil
 }
 
 // Close stops the background goroutines and the dagstore, then closes the
@@ -339,14 +295,16 @@ func (w *Wrapper) Close() error {
 	return nil
 }
 
-// begin marks a call in flight; the returned func ends it.
+// begin marks a call in flight; the returned func ends it. A call without a
+// context has nothing to wait under: while Start runs it gets ErrNotStarted
+// (calls with one use beginCtx).
 func (w *Wrapper) begin() (func(), error) {
 	w.ops.RLock()
 	w.mu.Lock()
 	st := w.state
 	w.mu.Unlock()
 	switch st {
-	case created:
+	case created, starting:
 		w.ops.RUnlock()
 		return nil, ErrNotStarted
 	case closed:
@@ -448,7 +406,7 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 	if err != nil {
 		return fmt.Errorf("register piece: %w", err)
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
@@ -474,7 +432,7 @@ func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPa
 	if err != nil {
 		return fmt.Errorf("register piece: %w", err)
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
@@ -567,7 +525,7 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 	if err != nil {
 		return nil, fmt.Errorf("load piece: %w", err)
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 	}
@@ -618,6 +576,9 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 func (w *Wrapper) acquire(key shard.Key, ch chan dagstore.ShardResult) (func(), error) {
 	unlock := w.pieces.lock(key)
 	defer unlock()
+	if bad, ok := w.bad.get(key); ok {
+		return nil, bad // never registered anew over it, as LoadShard would
+	}
 	if err := w.dagst.AcquireShard(w.ctx, key, ch, dagstore.AcquireOpts{}); err != nil {
 		return nil, err
 	}
@@ -632,7 +593,7 @@ func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan
 	if err := checkCID("piece", pieceCid); err != nil {
 		return err
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
 	}
@@ -656,7 +617,7 @@ func (w *Wrapper) DestroyShardSync(ctx context.Context, pieceCid cid.Cid) error 
 	if err := checkCID("piece", pieceCid); err != nil {
 		return err
 	}
-	done, err := w.begin()
+	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
 	}

@@ -1,0 +1,269 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+)
+
+// Start starts the MinerAPI, restores shard state and starts the dagstore
+// with its GC, trace and recovery goroutines. Close stops them all. Start
+// returns when ctx ends, even if the MinerAPI's Start does not. A failed
+// Start leaves the Wrapper not started (calls fail with ErrNotStarted) and
+// can be retried. Calls with a context made meanwhile wait for it.
+func (w *Wrapper) Start(ctx context.Context) error {
+	w.ops.RLock() // Close waits for a Start in flight, like any call
+	defer w.ops.RUnlock()
+	w.mu.Lock()
+	switch w.state {
+	case starting:
+		w.mu.Unlock()
+		return errors.New("dagwrap: Start is already running")
+	case started:
+		w.mu.Unlock()
+		return errors.New("dagwrap: already started")
+	case closed:
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	w.state, w.startDone = starting, make(chan struct{})
+	w.mu.Unlock()
+
+	err := w.start(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer close(w.startDone)
+	switch {
+	case w.state == closed:
+		return errors.Join(ErrClosed, err)
+	case err != nil:
+		w.state = created
+		return err
+	}
+	w.state = started
+	return nil
+}
+
+// start does Start's work. Every step before the dagstore's Start can be
+// redone; a dagstore whose Start failed is replaced by a fresh instance at
+// the next attempt (see renewDAGStore).
+func (w *Wrapper) start(ctx context.Context) error {
+	if err := w.api.Start(ctx); err != nil {
+		return fmt.Errorf("dagwrap: start miner API: %w", err)
+	}
+	if err := w.prepareRecords(ctx); err != nil {
+		return fmt.Errorf("dagwrap: %w", err)
+	}
+	// Lookups on a Lotus root read its stock index from the first one on,
+	// until the background reconciliation has rebuilt it.
+	if w.tli != nil {
+		if err := w.tli.detectLegacy(ctx); err != nil {
+			return fmt.Errorf("dagwrap: %w", err)
+		}
+	}
+	w.startDrains()
+	if w.dagstSpent {
+		if err := w.renewDAGStore(); err != nil {
+			return err
+		}
+	}
+	w.dagstSpent = true
+	if err := w.dagst.Start(ctx); err != nil {
+		return fmt.Errorf("dagwrap: start dagstore: %w", err)
+	}
+	w.wg.Add(2)
+	go w.gcLoop()
+	go func() {
+		defer w.wg.Done()
+		defer close(w.reconciled)
+		if err := w.reconcile(w.ctx); err != nil && w.ctx.Err() == nil {
+			w.log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
+		}
+	}()
+	return nil
+}
+
+// beginCtx is begin for a call with a context: while Start runs, it waits
+// for Start's outcome under ctx (or until Close) instead of failing.
+func (w *Wrapper) beginCtx(ctx context.Context) (func(), error) {
+	for {
+		w.ops.RLock()
+		w.mu.Lock()
+		st, startDone := w.state, w.startDone
+		w.mu.Unlock()
+		switch st {
+		case started:
+			return w.ops.RUnlock, nil
+		case created:
+			w.ops.RUnlock()
+			return nil, ErrNotStarted
+		case closed:
+			w.ops.RUnlock()
+			return nil, ErrClosed
+		}
+		w.ops.RUnlock() // Start holds it shared too; Close must not wait for us
+		select {
+		case <-startDone:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for Start: %w", ctx.Err())
+		case <-w.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// startDrains starts, once per Wrapper, the goroutines that drain the
+// dagstore's trace and failure channels and queue recoveries. They must run
+// before the dagstore starts (restoring queues work whose events would
+// otherwise block its event loop, and Start with it). They idle until a
+// dagstore runs, so after a failed Start they serve the next attempt's
+// dagstore (it is given the same channels); Close stops them.
+func (w *Wrapper) startDrains() {
+	if w.drains {
+		return
+	}
+	w.drains = true
+	w.wg.Add(4)
+	go func() {
+		defer w.wg.Done()
+		w.records.commitGroups(w.dagstClosed) // commits what is queued, then ends
+	}()
+	recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
+	available := make(chan shard.Key, 128)
+	go w.traceLoop(available)
+	go w.recoveryLoop(recoverCh, recovered, available)
+	go w.recoverWorker(recoverCh, recovered)
+}
+
+// renewDAGStore replaces a dagstore whose Start was called by a fresh one,
+// for the next Start attempt. The dagstore (v0.7.0) fails its Start only
+// when reading the records fails, before it restores or runs anything, but
+// its Start is not meant to be called twice: a fresh instance from the same
+// configuration makes the retry independent of what the failed one left.
+func (w *Wrapper) renewDAGStore() error {
+	_ = w.dagst.Close() // cancels its context; none of its goroutines run
+	d, err := dagstore.NewDAGStore(w.dagstCfg)
+	if err != nil {
+		return fmt.Errorf("dagwrap: create dagstore: %w", err)
+	}
+	w.dagst = d
+	return nil
+}
+
+// detached runs call in a goroutine of its own and returns its result, or
+// ctx's error as soon as ctx ends. It is for code the Wrapper does not
+// control (the node's MinerAPI, a caller's callback), which may ignore its
+// context: such a call then holds neither its caller nor Close. The
+// goroutine ends when call returns; a result nobody waits for any more goes
+// to drop (if not nil), which must not touch the Wrapper.
+func detached[T any](ctx context.Context, call func() (T, error), drop func(T)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	out := make(chan result)
+	abandoned := make(chan struct{})
+	go func() {
+		v, err := call()
+		select {
+		case out <- result{v, err}:
+		case <-abandoned:
+			if drop != nil {
+				drop(v)
+			}
+		}
+	}()
+	select {
+	case r := <-out:
+		return r.v, r.err
+	case <-ctx.Done():
+		close(abandoned)
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// progressFeed calls an OnInitProgress callback with each snapshot, in
+// order and one call at a time, from a goroutine of its own, so that a
+// callback that blocks holds neither InitAllShards nor Close. The goroutine
+// stops calling once ctx ends and exits when the call it is in returns.
+type progressFeed struct {
+	fn   func(InitProgress)
+	kick chan struct{} // something was queued, or the feed was closed
+	done chan struct{} // closed when the goroutine exits
+
+	mu      sync.Mutex
+	pending []InitProgress
+	closed  bool
+}
+
+func newProgressFeed(ctx context.Context, fn func(InitProgress)) *progressFeed {
+	f := &progressFeed{fn: fn, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	if fn == nil {
+		close(f.done)
+		return f
+	}
+	go f.run(ctx)
+	return f
+}
+
+// send queues a snapshot.
+func (f *progressFeed) send(p InitProgress) {
+	if f.fn == nil {
+		return
+	}
+	f.mu.Lock()
+	f.pending = append(f.pending, p)
+	f.mu.Unlock()
+	f.wake()
+}
+
+func (f *progressFeed) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (f *progressFeed) run(ctx context.Context) {
+	defer close(f.done)
+	for {
+		f.mu.Lock()
+		batch, closed := f.pending, f.closed
+		f.pending = nil
+		f.mu.Unlock()
+		for _, p := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			f.fn(p)
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		if closed {
+			return
+		}
+		select {
+		case <-f.kick:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// finish waits, under ctx, until every queued snapshot has been delivered.
+func (f *progressFeed) finish(ctx context.Context) {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wake()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+	}
+}

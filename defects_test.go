@@ -13,12 +13,15 @@ import (
 	"testing"
 
 	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
 	levelds "github.com/ipfs/go-ds-leveldb"
+	carv2 "github.com/ipld/go-car/v2"
+	carindex "github.com/ipld/go-car/v2/index"
 	"github.com/multiformats/go-multihash"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
 )
@@ -217,4 +220,103 @@ func TestDestroyedKeysAreBounded(t *testing.T) {
 			t.Fatalf("destroy %d of 10: late write kept = %v, want %v", i, has, want)
 		}
 	}
+}
+
+// Pins the conversion of a root written by the previous dagwrap layout
+// (issue 11 item 4): lookups answer from the old entries until the
+// reconciliation has put every piece into the compact index, then from it,
+// and the old entries are deleted.
+func TestPreviousLayoutIsConverted(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	api := newFakeAPI(true)
+	pc := api.addPiece(t, "testdata/sample.car")
+	p, _ := api.path(pc)
+	lotusRoot(t, root, map[string]string{pc.String(): p}, map[string]dagstore.PersistedShard{
+		pc.String(): {Key: pc.String(), URL: "lotus://" + pc.String(), State: dagstore.ShardStateAvailable},
+	})
+	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{Compression: ldbopts.NoCompression})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ldb.Close()
+	old := newTopIndex(ldb)
+	if err := old.dropLegacy(ctx); err != nil { // only the previous dagwrap layout
+		t.Fatal(err)
+	}
+	idx, err := carv2.GenerateIndexFromFile(p, carv2.ZeroLengthSectionAsEOF(true), carv2.StoreIdentityCIDs(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AddMultihashesForShard(ctx, indexMultihashes{idx.(carindex.IterableIndex)}, shard.KeyFromCID(pc)); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := newIndexRepo(filepath.Join(root, indexDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := &reconcileRepoBlocker{FullIndexRepo: repo, release: make(chan struct{}), held: make(chan struct{})}
+	w, err := New(Config{RootDir: root}, api, WithDatastore(ldb), WithIndexRepo(blocked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store := blocked
+	check := func(when string) {
+		t.Helper()
+		for _, b := range carBlocks(t, "testdata/sample.car") {
+			got, err := w.GetPiecesContainingBlock(b.Cid())
+			if err != nil || len(got) != 1 || !got[0].Equals(pc) {
+				t.Fatalf("lookup of %s %s: %v %v", b.Cid(), when, got, err)
+			}
+		}
+	}
+	<-store.held
+	if w.tli.compact.Complete(shard.KeyFromCID(pc)) {
+		t.Fatal("the piece is in the compact index before the conversion ran")
+	}
+	check("before the conversion")
+	close(store.release)
+	<-w.reconciled
+	check("after the conversion")
+	if left, err := hasPrefix(ctx, ldb, oldLayoutPrefix); err != nil || left {
+		t.Fatalf("old entries left after the conversion: %v %v", left, err)
+	}
+	if w.tli.converting.Load() || !w.tli.compact.Complete(shard.KeyFromCID(pc)) {
+		t.Fatal("the piece is not in the compact index after the conversion")
+	}
+}
+
+// reconcileRepoBlocker is an index repo whose index reads made by the
+// start-up reconciliation wait until released: it holds the conversion
+// before any piece is in the compact index.
+type reconcileRepoBlocker struct {
+	index.FullIndexRepo
+	release chan struct{}
+	once    sync.Once
+	held    chan struct{}
+}
+
+func (b *reconcileRepoBlocker) GetFullIndex(k shard.Key) (carindex.Index, error) {
+	if calledFrom(").reconcile") {
+		b.once.Do(func() { close(b.held) })
+		<-b.release
+	}
+	return b.FullIndexRepo.GetFullIndex(k)
+}
+
+// calledFrom reports whether a function whose name contains fn is on the
+// caller's stack.
+func calledFrom(fn string) bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	for f, more := frames.Next(); more; f, more = frames.Next() {
+		if strings.Contains(f.Function, fn) {
+			return true
+		}
+	}
+	return false
 }

@@ -61,7 +61,7 @@ func (w *Wrapper) start(ctx context.Context) error {
 	// Lookups on a Lotus root read its stock index from the first one on,
 	// until the background reconciliation has rebuilt it.
 	if w.tli != nil {
-		if err := w.tli.detectLegacy(ctx); err != nil {
+		if err := w.tli.detectOld(ctx); err != nil {
 			return fmt.Errorf("dagwrap: %w", err)
 		}
 	}

@@ -146,7 +146,7 @@ func TestLotusRootOpensUnchanged(t *testing.T) {
 	if left, _ := res.Rest(); len(left) != 0 {
 		t.Fatalf("%d stock index entries left after the rebuild", len(left))
 	}
-	if w.tli.legacy.Load() {
+	if w.tli.converting.Load() {
 		t.Fatal("still reading the stock index after the rebuild")
 	}
 	if err := w.Close(); err != nil {

@@ -97,6 +97,11 @@ func (w *Wrapper) applyLogger(o options) {
 // closeStore closes the datastore if the Wrapper opened it. A node's
 // datastore is only synced: the node closes it.
 func (w *Wrapper) closeStore() error {
+	if w.tli != nil {
+		if err := w.tli.close(); err != nil {
+			w.log.Warnw("closing the top-level index", "error", err)
+		}
+	}
 	if w.store == nil {
 		return nil
 	}

@@ -220,11 +220,11 @@ func (w *Wrapper) reconcile(ctx context.Context) error {
 	if rebuilt > 0 {
 		w.log.Infow("top-level index reconciled", "pieces", rebuilt)
 	}
-	if w.tli.legacy.Load() {
-		if err := w.tli.dropLegacy(ctx); err != nil {
+	if w.tli.converting.Load() {
+		if err := w.tli.dropOld(ctx); err != nil {
 			return err
 		}
-		w.log.Infow("top-level index rebuilt from the shard indexes; the stock index was removed")
+		w.log.Infow("top-level index converted from the shard indexes; the old entries were removed")
 	}
 	return nil
 }

@@ -12,7 +12,10 @@ import (
 	"github.com/filecoin-project/dagstore/shard"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
+	levelds "github.com/ipfs/go-ds-leveldb"
 	"github.com/multiformats/go-multihash"
+
+	"github.com/spstack/dagwrap/internal/toplevel"
 )
 
 // Key layout of the top-level index, in the shard-state LevelDB:
@@ -54,13 +57,31 @@ func newTopIndex(d ds.Batching) *topIndex {
 	return &topIndex{ds: d}
 }
 
-// NewTopLevelIndex returns the top-level index a Wrapper gives its dagstore,
-// over d: one key per (multihash, piece), so an insert never reads or
-// rewrites another piece's entries. It is the index.Inverted to compare
-// with the dagstore's index.NewInverted, or to use in a dagstore of one's
-// own; a Wrapper builds its own and needs nothing from the caller.
+// NewTopLevelIndex returns a top-level index over d, for a dagstore of
+// one's own or to compare with the dagstore's index.NewInverted; a Wrapper
+// builds its own and needs nothing from the caller. Over a go-ds-leveldb
+// datastore it is the compact index a Wrapper uses (binary keys on the
+// LevelDB handle, outside go-datastore's key space; its adds return once the
+// piece is searchable; close it through io.Closer to stop its background
+// reclaims); over any other datastore, one go-datastore key per
+// (multihash, piece). Both can remove a shard (RemoveShard).
 func NewTopLevelIndex(d ds.Batching) index.Inverted {
+	if l, ok := d.(*levelds.Datastore); ok {
+		if x, err := toplevel.Open(l.DB, log); err == nil {
+			return &standaloneTopLevel{x}
+		}
+	}
 	return newTopIndex(d)
+}
+
+// standaloneTopLevel is the compact index with synchronous adds.
+type standaloneTopLevel struct{ *toplevel.Index }
+
+func (s *standaloneTopLevel) AddMultihashesForShard(ctx context.Context, it index.MultihashIterator, k shard.Key) error {
+	if err := s.Index.AddMultihashesForShard(ctx, it, k); err != nil {
+		return err
+	}
+	return s.Wait(ctx, k)
 }
 
 func mhKeyPrefix(mh multihash.Multihash) string {
@@ -216,34 +237,33 @@ func (t *topIndex) detectLegacy(ctx context.Context) error {
 }
 
 // dropLegacy deletes the stock index's entries, in batches, once every
-// piece has been re-added in this layout.
+// piece has been re-added in the current layout.
 func (t *topIndex) dropLegacy(ctx context.Context) error {
-	res, err := t.ds.Query(ctx, query.Query{Prefix: legacyPrefix, KeysOnly: true})
+	if err := t.dropPrefix(ctx, legacyPrefix); err != nil {
+		return err
+	}
+	t.legacy.Store(false)
+	return nil
+}
+
+// dropPrefix deletes every key under prefix, in batches, as it lists them:
+// an old layout may hold billions of entries.
+func (t *topIndex) dropPrefix(ctx context.Context, prefix string) error {
+	res, err := t.ds.Query(ctx, query.Query{Prefix: prefix, KeysOnly: true})
 	if err != nil {
-		return fmt.Errorf("top-level index: list legacy entries: %w", err)
+		return fmt.Errorf("top-level index: list entries under %s: %w", prefix, err)
 	}
-	var keys []ds.Key
-	for r, ok := res.NextSync(); ok; r, ok = res.NextSync() {
-		if r.Error != nil {
-			_ = res.Close()
-			return fmt.Errorf("top-level index: list legacy entries: %w", r.Error)
-		}
-		keys = append(keys, ds.RawKey(r.Key))
-	}
-	_ = res.Close()
-	i := 0
-	err = t.writeBatches(ctx, func(put func(ds.Key) error) error {
-		for ; i < len(keys); i++ {
-			if err := put(keys[i]); err != nil {
+	defer res.Close()
+	return t.writeBatches(ctx, func(put func(ds.Key) error) error {
+		for r, ok := res.NextSync(); ok; r, ok = res.NextSync() {
+			if r.Error != nil {
+				return fmt.Errorf("list entries under %s: %w", prefix, r.Error)
+			}
+			if err := put(ds.RawKey(r.Key)); err != nil {
 				return err
 			}
 		}
 		return nil
 	}, func(b ds.Batch, key ds.Key) error { return b.Delete(ctx, key) },
 		func(ds.Batch) error { return nil })
-	if err != nil {
-		return err
-	}
-	t.legacy.Store(false)
-	return nil
 }

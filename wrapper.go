@@ -100,7 +100,7 @@ type Wrapper struct {
 	lock  *rootLock
 	store ds.Batching
 	irepo index.FullIndexRepo
-	tli   *topIndex      // dagwrap's own top-level index; nil when the node injected one
+	tli   *topLevel      // dagwrap's own top-level index; nil when the node injected one
 	top   index.Inverted // the top-level index in use: tli, or the node's
 	dagst *dagstore.DAGStore
 	// dagstCfg builds dagst, and a fresh one after a failed Start.
@@ -215,7 +215,9 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		}
 	}
 	if w.top = o.top; w.top == nil {
-		w.tli = newTopIndex(w.store)
+		if w.tli, err = openTopLevel(topLevelPath(root), w.store, w.log); err != nil {
+			return err
+		}
 		w.top = w.tli
 	}
 	w.api = newGatedAPI(w.ctx, api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	levelds "github.com/ipfs/go-ds-leveldb"
-	measure "github.com/ipfs/go-ds-measure"
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/blockstore"
 	carindex "github.com/ipld/go-car/v2/index"
@@ -369,7 +369,7 @@ func (b *bench) openLevelDB(name string) (ds.Batching, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return measure.New("bench."+name, ldb), func() { _ = ldb.Close(); _ = os.RemoveAll(dir) }, nil
+	return ldb, func() { _ = ldb.Close(); _ = os.RemoveAll(dir) }, nil
 }
 
 // case4 migrates deals: rate and peak memory, against the rate of synced
@@ -595,6 +595,9 @@ func (b *bench) case7() ([]row, error) {
 		}
 		defer done()
 		idx := mk(store)
+		if c, ok := idx.(io.Closer); ok {
+			defer c.Close()
+		}
 		ctx := context.Background()
 		start := time.Now()
 		for p := 0; p < pieces; p++ {

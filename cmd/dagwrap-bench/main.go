@@ -42,6 +42,7 @@ type config struct {
 	lookupBlocks          int
 	tliPieces, tliMHs     int
 	tliShared             float64
+	tliScale              int
 }
 
 type bench struct {
@@ -77,7 +78,7 @@ func parseFlags() config {
 	c := config{bigPiece: 1 << 30, smallPiece: 256 << 20, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8", "cases to run (6 comes with 1 and 2)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9", "cases to run (6 comes with 1 and 2)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -92,6 +93,7 @@ func parseFlags() config {
 	flag.IntVar(&c.lookups, "lookups", 10_000, "lookups timed in cases 5 and 7")
 	flag.IntVar(&c.tliPieces, "tli-pieces", 1000, "pieces added to the top-level indexes in case 7")
 	flag.IntVar(&c.tliMHs, "tli-mhs", 1000, "multihashes per piece in case 7")
+	flag.IntVar(&c.tliScale, "tli-scale", 20_000_000, "entries added to the top-level index in case 9")
 	flag.Float64Var(&c.tliShared, "tli-shared", 0.1, "share of each piece's multihashes common to every piece in case 7")
 	flag.Parse()
 	return c
@@ -212,6 +214,11 @@ func run(cfg config, stdout io.Writer) error {
 	if want["7"] {
 		if err := add(b.case7()); err != nil {
 			return fmt.Errorf("case 7: %w", err)
+		}
+	}
+	if want["9"] {
+		if err := add(b.case9()); err != nil {
+			return fmt.Errorf("case 9: %w", err)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b row) int { return strings.Compare(a.Case, b.Case) })

@@ -17,6 +17,7 @@ const (
 	bytesU
 	mbPerSec
 	perSec
+	plain // a number, one decimal
 )
 
 func (u unit) format(v float64) string {
@@ -43,6 +44,8 @@ func (u unit) format(v float64) string {
 		return fmt.Sprintf("%.0f MB/s", v)
 	case perSec:
 		return humanize.CommafWithDigits(v, 0) + "/s"
+	case plain:
+		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprint(v)
 }

@@ -135,7 +135,9 @@ func Open(db *leveldb.DB, log Logger) (*Index, error) {
 // Close stops the background inserts and reclaims and waits for them. An
 // insert cut short leaves its piece unsearchable until it is added again.
 func (x *Index) Close() error {
+	x.mu.Lock() // no insert starts after this
 	x.cancel()
+	x.mu.Unlock()
 	x.wg.Wait()
 	return nil
 }

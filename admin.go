@@ -265,6 +265,22 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	defer done()
+	// An automatic recovery (or an acquire) may be running: wait for it
+	// rather than be refused, and count it if it recovered the shard.
+	key := shard.KeyFromCID(pieceCid)
+	before, _ := w.shardState(key)
+	if busy := w.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
+		select {
+		case <-w.pieces.whenIdle(key):
+		case <-ctx.Done():
+			return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
+		case <-w.ctx.Done():
+			return fmt.Errorf("recover piece %s: %w", pieceCid, ErrClosed)
+		}
+		if now, err := w.shardState(key); err == nil && busy && now.ShardState == dagstore.ShardStateAvailable {
+			return nil
+		}
+	}
 	ch := make(chan dagstore.ShardResult, 1)
 	if err := w.submitRecover(pieceCid, ch); err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
@@ -276,6 +292,18 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	}
 	w.pieces.unhold(res.Key)
 	if err := res.Error; err != nil {
+		// Refused because an automatic recovery started meanwhile: its
+		// outcome is this call's.
+		if now, serr := w.shardState(key); serr == nil && now.ShardState == dagstore.ShardStateRecovering {
+			select {
+			case <-w.pieces.whenIdle(key):
+			case <-ctx.Done():
+				return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
+			}
+			if now, serr = w.shardState(key); serr == nil && now.ShardState == dagstore.ShardStateAvailable {
+				return nil
+			}
+		}
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	return nil
@@ -458,7 +486,7 @@ func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
 // IndexStats describes a shard's index.
 type IndexStats struct {
 	Indexed   bool  // false until the shard has been initialised
-	Blocks    int   // entries in the index: one per distinct block
+	Blocks    int   // entries in the index: one per indexed section (a block stored twice counts twice)
 	IndexSize int64 // bytes of the index file
 }
 
@@ -490,7 +518,9 @@ func (w *Wrapper) IndexStats(pieceCid cid.Cid) (IndexStats, error) {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: %w", pieceCid, err)
 	}
 	n := 0
-	if err := idx.ForEach(func(multihash.Multihash, uint64) error { n++; return nil }); err != nil {
+	if m, ok := idx.(*mappedIndex); ok {
+		n = int(m.Entries()) // counted from its headers, without reading it
+	} else if err := idx.ForEach(func(multihash.Multihash, uint64) error { n++; return nil }); err != nil {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: read index: %w", pieceCid, err)
 	}
 	return IndexStats{Indexed: true, Blocks: n, IndexSize: int64(st.Size)}, nil

@@ -44,6 +44,9 @@ func (b *shardBlockstore) wrap(c cid.Cid, err error) error {
 // Get returns the block; with HashOnRead enabled, bytes that do not hash
 // to the CID are an error wrapping ErrHashMismatch.
 func (b *shardBlockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if !c.Defined() {
+		return nil, fmt.Errorf("piece %s: block CID: %w", b.piece, ErrUndefinedCID)
+	}
 	blk, err := b.ReadBlockstore.Get(ctx, c)
 	if err == nil && b.hashOnRead.Load() {
 		err = checkHash(c, blk.RawData())
@@ -72,11 +75,17 @@ func checkHash(c cid.Cid, data []byte) error {
 }
 
 func (b *shardBlockstore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	if !c.Defined() {
+		return 0, fmt.Errorf("piece %s: block CID: %w", b.piece, ErrUndefinedCID)
+	}
 	n, err := b.ReadBlockstore.GetSize(ctx, c)
 	return n, b.wrap(c, err)
 }
 
 func (b *shardBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if !c.Defined() {
+		return false, fmt.Errorf("piece %s: block CID: %w", b.piece, ErrUndefinedCID)
+	}
 	ok, err := b.ReadBlockstore.Has(ctx, c)
 	return ok, b.wrap(c, err)
 }

@@ -320,3 +320,25 @@ func calledFrom(fn string) bool {
 	}
 	return false
 }
+
+// Pins issue 9 (smaller): a loaded blockstore's calls with cid.Undef fail
+// with ErrUndefinedCID naming the piece, not "multihash too short".
+func TestBlockstoreUndefinedCID(t *testing.T) {
+	ctx := context.Background()
+	api := newFakeAPI(true)
+	pc := api.addPiece(t, "testdata/sample.car")
+	w := openWrapper(t, t.TempDir(), api)
+	bs, err := w.LoadShard(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	_, errHas := bs.Has(ctx, cid.Undef)
+	_, errGet := bs.Get(ctx, cid.Undef)
+	_, errSize := bs.GetSize(ctx, cid.Undef)
+	for name, err := range map[string]error{"Has": errHas, "Get": errGet, "GetSize": errSize} {
+		if !errors.Is(err, ErrUndefinedCID) || !strings.Contains(err.Error(), pc.String()) {
+			t.Errorf("%s(cid.Undef) = %v, want ErrUndefinedCID naming the piece", name, err)
+		}
+	}
+}

@@ -31,8 +31,11 @@ func (w *Wrapper) sawFailure(k shard.Key) {
 	w.fails.saw(k, func() bool {
 		// GetShardInfo waits while the event loop works on k, and the
 		// loop persists a failure before it lets go of the shard.
+		// Only an acquire's failure can still be queued, and its shard is
+		// serving or available until the failure is processed; any other
+		// state says there is nothing to wait for.
 		info, err := w.shardInfo(k)
-		return err != nil || info.ShardState == dagstore.ShardStateErrored
+		return err != nil || (info.ShardState != dagstore.ShardStateServing && info.ShardState != dagstore.ShardStateAvailable)
 	})
 }
 
@@ -68,7 +71,7 @@ func (f *failures) settle(k shard.Key) {
 // observe settles the failure a trace event shows recorded: the dagstore
 // sends a trace after it has persisted the shard's new state.
 func (f *failures) observe(t dagstore.Trace) {
-	if t.Op == dagstore.OpShardFail || t.Op == dagstore.OpShardRecover || t.After.ShardState == dagstore.ShardStateErrored {
+	if t.Op == dagstore.OpShardFail || t.After.ShardState == dagstore.ShardStateErrored {
 		f.settle(t.Key)
 	}
 }

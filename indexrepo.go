@@ -2,6 +2,7 @@ package dagwrap
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/shard"
 	carindex "github.com/ipld/go-car/v2/index"
+
+	"github.com/spstack/dagwrap/internal/fsutil"
 )
 
 // Names in the index folder: the dagstore's FS repo keeps <key>.full.idx;
@@ -81,5 +84,81 @@ func (r *indexRepo) AddFullIndex(key shard.Key, idx carindex.Index) (err error) 
 	if err := os.Rename(tmp.Name(), filepath.Join(r.dir, key.String()+indexSuffix)); err != nil {
 		return fmt.Errorf("rename index into place: %w", err)
 	}
+	// The rename itself is durable only once the folder is synced.
+	if err := fsutil.SyncDir(r.dir); err != nil {
+		return fmt.Errorf("sync index folder: %w", err)
+	}
 	return nil
+}
+
+// GetFullIndex returns the shard's index read in place from a memory map
+// (see mappedIndex): no index in memory, and the cost of opening it does
+// not grow with the piece. An index of another codec is decoded the stock
+// way. An index that cannot be read is an error naming the file, so its
+// shard fails with a cause an operator can act on (recovery rebuilds it).
+func (r *indexRepo) GetFullIndex(key shard.Key) (carindex.Index, error) {
+	path := filepath.Join(r.dir, key.String()+indexSuffix)
+	idx, err := openMappedIndex(path)
+	if errors.Is(err, errNotMapped) {
+		var full carindex.Index
+		if full, err = r.FSIndexRepo.GetFullIndex(key); err == nil {
+			return full, nil
+		}
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("index %s of piece %s cannot be read: %w", path, key, err)
+	}
+	return idx, nil
+}
+
+// indexFiles lists the repo's index files. The stock repo walks the folder
+// with filepath.Walk and dereferences the FileInfo of an entry that vanished
+// mid-walk (an index being renamed into place, say): a panic in whatever
+// goroutine listed it. Entries that vanish are skipped here instead.
+func (r *indexRepo) indexFiles(f func(name string, info os.FileInfo) (bool, error)) error {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return fmt.Errorf("list index folder %s: %w", r.dir, err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, indexSuffix) || strings.HasPrefix(name, ".") {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("stat index %s: %w", filepath.Join(r.dir, name), err)
+		}
+		if more, err := f(name, info); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// ForEach calls f with the key of every index, until f returns false.
+func (r *indexRepo) ForEach(f func(shard.Key) (bool, error)) error {
+	return r.indexFiles(func(name string, _ os.FileInfo) (bool, error) {
+		return f(shard.KeyFromString(strings.TrimSuffix(name, indexSuffix)))
+	})
+}
+
+// Len counts the indexes.
+func (r *indexRepo) Len() (int, error) {
+	n := 0
+	err := r.indexFiles(func(string, os.FileInfo) (bool, error) { n++; return true, nil })
+	return n, err
+}
+
+// Size sums the indexes' sizes.
+func (r *indexRepo) Size() (uint64, error) {
+	var size uint64
+	err := r.indexFiles(func(_ string, info os.FileInfo) (bool, error) { size += uint64(info.Size()); return true, nil })
+	return size, err
 }

@@ -693,7 +693,9 @@ func (w *Wrapper) purge(ctx context.Context, key shard.Key) error {
 			mhs = indexMultihashes{it}
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("read index: %w", err)
+		// The entries are found by a scan instead: a destroy must never be
+		// stopped by the index it is removing.
+		w.log.Warnw("destroy: the piece's index cannot be read; its lookups are reclaimed by a scan", "piece", key, "error", err)
 	}
 	if r, ok := w.top.(shardRemover); ok {
 		if err := r.RemoveShard(ctx, mhs, key); err != nil {

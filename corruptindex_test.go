@@ -1,0 +1,169 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+	carindex "github.com/ipld/go-car/v2/index"
+)
+
+// truncateIndex cuts the piece's index file to 100 bytes, as an operator's
+// `truncate -s 100` or a stock repo's interrupted in-place write would.
+func truncateIndex(t *testing.T, root string, pc shard.Key) string {
+	t.Helper()
+	p := filepath.Join(root, indexDir, pc.String()+indexSuffix)
+	if err := os.Truncate(p, 100); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Pins issue 9 item 3: a truncated index fails the shard with an error
+// naming the index, and recovery rebuilds it from the piece.
+func TestTruncatedIndexFailsNamingItAndRecovers(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	api := newFakeAPI(true)
+	pc := api.addPiece(t, makeCAR(t, 31, 400))
+	w := openWrapper(t, root, api)
+	if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := truncateIndex(t, root, shard.KeyFromCID(pc))
+	w = openWrapper(t, root, api)
+	bs, err := w.LoadShard(ctx, pc)
+	if err == nil {
+		_ = bs.Close()
+		t.Fatal("a shard with a truncated index loaded")
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Fatalf("load with a truncated index: %v, want an error naming %s", err, path)
+	}
+	// The failure gets an automatic recovery; an operator's recovery waits
+	// for it, or runs itself.
+	if err := w.RecoverShard(ctx, pc); err != nil && !errors.Is(err, ErrShardNotErrored) {
+		t.Fatal(err)
+	}
+	assertServes(t, w, pc, mustPath(t, api, pc))
+}
+
+// Pins issue 9 item 3: destroy removes the record and the index file even
+// when the index is unreadable, lookups stop at once, nothing is left to
+// fail at the next start, and a re-registration indexes afresh and serves.
+func TestDestroyWithUnreadableIndex(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	api := newFakeAPI(true)
+	car := makeCAR(t, 32, 300)
+	pc := api.addPiece(t, car)
+	w := openWrapper(t, root, api)
+	if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	blk := carBlocks(t, car)[7].Cid()
+	if _, err := w.GetPiecesContainingBlock(blk); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := truncateIndex(t, root, shard.KeyFromCID(pc))
+	w = openWrapper(t, root, api)
+	if err := w.DestroyShardSync(ctx, pc); err != nil {
+		t.Fatalf("destroy of a shard with an unreadable index: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("index file left after destroy: %v", err)
+	}
+	if _, err := w.GetPiecesContainingBlock(blk); !errors.Is(err, ErrBlockNotFound) {
+		t.Fatalf("lookup right after destroy: %v, want ErrBlockNotFound", err)
+	}
+	if err := w.tli.compact.WaitReclaimed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = openWrapper(t, root, api)
+	if _, err := w.ShardInfo(pc); !errors.Is(err, ErrShardUnknown) {
+		t.Fatalf("destroyed shard after restart: %v", err)
+	}
+	if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	assertServes(t, w, pc, car)
+	if got, err := w.GetPiecesContainingBlock(blk); err != nil || len(got) != 1 || !got[0].Equals(pc) {
+		t.Fatalf("lookup after re-registration: %v %v", got, err)
+	}
+	if info, _ := w.ShardInfo(pc); info.State != dagstore.ShardStateAvailable && info.State != dagstore.ShardStateServing {
+		t.Fatalf("re-registered shard is %s", StateName(info.State))
+	}
+}
+
+func mustPath(t *testing.T, a *fakeAPI, pc interface{ String() string }) string {
+	t.Helper()
+	for c, p := range a.pieces {
+		if c.String() == pc.String() {
+			return p
+		}
+	}
+	t.Fatalf("no piece %s", pc)
+	return ""
+}
+
+// The index repo lists its indexes while others are written and renamed
+// into place (the stock repo's listing panicked on an entry that vanished
+// mid-walk, in the start-up reconciliation's goroutine).
+func TestIndexRepoListsWhileIndexesAreWritten(t *testing.T) {
+	dir := t.TempDir()
+	r, err := newIndexRepo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := carindex.NewMultihashSorted()
+	if err := idx.Load(mixedRecords(t)[:50]); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	wrote := make(chan error, 1)
+	go func() {
+		defer close(wrote)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := shard.KeyFromString(fmt.Sprint("piece-", i%20))
+			if err := r.AddFullIndex(k, idx); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		if err := r.ForEach(func(shard.Key) (bool, error) { return true, nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Size(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Len(); err != nil || n == 0 || n > 20 {
+		t.Fatalf("Len = %d, %v", n, err)
+	}
+}

@@ -268,6 +268,9 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	// An automatic recovery (or an acquire) may be running: wait for it
 	// rather than be refused, and count it if it recovered the shard.
 	key := shard.KeyFromCID(pieceCid)
+	if err := w.fails.waitKey(ctx, key); err != nil {
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
 	before, _ := w.shardState(key)
 	if busy := w.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
 		select {
@@ -294,13 +297,13 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	if err := res.Error; err != nil {
 		// Refused because an automatic recovery started meanwhile: its
 		// outcome is this call's.
-		if now, serr := w.shardState(key); serr == nil && now.ShardState == dagstore.ShardStateRecovering {
+		if now, serr := w.shardState(key); serr == nil && now.ShardState != dagstore.ShardStateErrored {
 			select {
 			case <-w.pieces.whenIdle(key):
 			case <-ctx.Done():
 				return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
 			}
-			if now, serr = w.shardState(key); serr == nil && now.ShardState == dagstore.ShardStateAvailable {
+			if now, serr = w.shardState(key); serr == nil && (now.ShardState == dagstore.ShardStateAvailable || now.ShardState == dagstore.ShardStateServing) {
 				return nil
 			}
 		}

@@ -1,6 +1,7 @@
 package dagwrap
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,10 @@ import (
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
 	carindex "github.com/ipld/go-car/v2/index"
+	"github.com/multiformats/go-multihash"
 )
 
 // truncateIndex cuts the piece's index file to 100 bytes, as an operator's
@@ -165,5 +169,44 @@ func TestIndexRepoListsWhileIndexesAreWritten(t *testing.T) {
 	}
 	if n, err := r.Len(); err != nil || n == 0 || n > 20 {
 		t.Fatalf("Len = %d, %v", n, err)
+	}
+}
+
+// Pins issue 9 item 7: a block over the blockstore's 8 MiB section limit
+// is left out of the piece's index, so it is never announced (lookup, Has,
+// GetSize) without Get serving it; the rest of the piece serves.
+func TestOversizedBlockIsNotAnnounced(t *testing.T) {
+	ctx := context.Background()
+	big := block(t, bytes.Repeat([]byte{9}, 9<<20), cid.Raw, multihash.SHA2_256)
+	small := []blocks.Block{block(t, []byte("before"), cid.Raw, multihash.SHA2_256), block(t, []byte("after"), cid.Raw, multihash.SHA2_256)}
+	path := writeSections(t, []blocks.Block{small[0], big, small[1]}, 0)
+	api := newFakeAPI(true)
+	pc := api.servePath(t, path)
+	w := openWrapper(t, t.TempDir(), api)
+	if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.GetPiecesContainingBlock(big.Cid()); !errors.Is(err, ErrBlockNotFound) {
+		t.Fatalf("lookup of the oversized block: %v, want ErrBlockNotFound", err)
+	}
+	bs, err := w.LoadShard(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	if has, err := bs.Has(ctx, big.Cid()); has || err != nil {
+		t.Fatalf("Has(oversized) = %v, %v; want false", has, err)
+	}
+	if _, err := bs.GetSize(ctx, big.Cid()); err == nil {
+		t.Fatal("GetSize of the oversized block succeeded")
+	}
+	for _, b := range small {
+		got, err := bs.Get(ctx, b.Cid())
+		if err != nil || !bytes.Equal(got.RawData(), b.RawData()) {
+			t.Fatalf("block %s next to the oversized one: %v", b.Cid(), err)
+		}
+		if pieces, err := w.GetPiecesContainingBlock(b.Cid()); err != nil || len(pieces) != 1 {
+			t.Fatalf("lookup of %s: %v %v", b.Cid(), pieces, err)
+		}
 	}
 }

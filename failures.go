@@ -1,6 +1,7 @@
 package dagwrap
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -19,8 +20,7 @@ import (
 // nothing would recover it.
 type failures struct {
 	mu      sync.Mutex
-	pending map[shard.Key]struct{}
-	settled chan struct{} // closed when pending empties; nil while nobody waits
+	pending map[shard.Key]chan struct{} // closed when the failure is recorded
 }
 
 // failureSettleLimit bounds Close's wait for failures to be recorded.
@@ -30,10 +30,10 @@ const failureSettleLimit = 5 * time.Second
 func (w *Wrapper) sawFailure(k shard.Key) {
 	w.fails.saw(k, func() bool {
 		// GetShardInfo waits while the event loop works on k, and the
-		// loop persists a failure before it lets go of the shard.
-		// Only an acquire's failure can still be queued, and its shard is
-		// serving or available until the failure is processed; any other
-		// state says there is nothing to wait for.
+		// loop persists a failure before it lets go of the shard. Only an
+		// acquire's failure can still be queued, and its shard is serving
+		// or available until the failure is processed; any other state
+		// says there is nothing to wait for.
 		info, err := w.shardInfo(k)
 		return err != nil || (info.ShardState != dagstore.ShardStateServing && info.ShardState != dagstore.ShardStateAvailable)
 	})
@@ -45,9 +45,11 @@ func (w *Wrapper) sawFailure(k shard.Key) {
 func (f *failures) saw(k shard.Key, settledNow func() bool) {
 	f.mu.Lock()
 	if f.pending == nil {
-		f.pending = make(map[shard.Key]struct{})
+		f.pending = make(map[shard.Key]chan struct{})
 	}
-	f.pending[k] = struct{}{}
+	if _, ok := f.pending[k]; !ok {
+		f.pending[k] = make(chan struct{})
+	}
 	f.mu.Unlock()
 	if settledNow() {
 		f.settle(k)
@@ -58,13 +60,9 @@ func (f *failures) saw(k shard.Key, settledNow func() bool) {
 func (f *failures) settle(k shard.Key) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.pending[k]; !ok {
-		return
-	}
-	delete(f.pending, k)
-	if len(f.pending) == 0 && f.settled != nil {
-		close(f.settled)
-		f.settled = nil
+	if ch, ok := f.pending[k]; ok {
+		close(ch)
+		delete(f.pending, k)
 	}
 }
 
@@ -80,22 +78,41 @@ func (f *failures) observe(t dagstore.Trace) {
 // safety net: the event loop records a queued failure in microseconds). It
 // reports whether all were recorded.
 func (f *failures) wait(limit time.Duration) bool {
-	f.mu.Lock()
-	if len(f.pending) == 0 {
-		f.mu.Unlock()
-		return true
-	}
-	if f.settled == nil {
-		f.settled = make(chan struct{})
-	}
-	ch := f.settled
-	f.mu.Unlock()
 	t := time.NewTimer(limit)
 	defer t.Stop()
+	for {
+		f.mu.Lock()
+		var ch chan struct{}
+		for _, c := range f.pending {
+			ch = c
+			break
+		}
+		f.mu.Unlock()
+		if ch == nil {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+// waitKey returns once k's failure, if one was seen, is recorded, or ctx
+// ended: an operator's recovery right after a failed load must find the
+// shard errored.
+func (f *failures) waitKey(ctx context.Context, k shard.Key) error {
+	f.mu.Lock()
+	ch := f.pending[k]
+	f.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
 	select {
 	case <-ch:
-		return true
-	case <-t.C:
-		return false
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

@@ -2,11 +2,15 @@ package dagwrap
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/filecoin-project/dagstore/mount"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 )
 
@@ -98,3 +102,65 @@ func (v *indexedView) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (v *indexedView) Close() error { return v.piece.Close() }
+
+// newMount is the mount of one piece (cid.Undef: the registry's template).
+func (w *Wrapper) newMount(pc cid.Cid) *pieceMount {
+	return &pieceMount{API: w.api, PieceCid: pc, Indexes: w.irepo, IndexThrottle: w.indexThrottle}
+}
+
+// withIndex presents a random-access CARv1 piece that has no index yet with
+// the index dagwrap builds (an indexedView), so that the dagstore's
+// initialisation reads it instead of generating its own. Anything else (a
+// piece already indexed, a stream, a CARv2) is returned as it is.
+func (m *pieceMount) withIndex(ctx context.Context, r mount.Reader) (mount.Reader, error) {
+	if m.Indexes == nil || !m.PieceCid.Defined() {
+		return r, nil
+	}
+	_, isFile := r.(*os.File)
+	if !isFile && !isRandomAccess(m.API) {
+		return r, nil
+	}
+	if st, err := m.Indexes.StatFullIndex(shard.KeyFromCID(m.PieceCid)); err == nil && st.Exists {
+		return r, nil
+	}
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
+	}
+	var px *pieceIndex
+	index := func(context.Context) (err error) {
+		px, err = indexPiece(r, size) // one sequential pass
+		return err
+	}
+	if m.IndexThrottle != nil {
+		err = m.IndexThrottle.Do(ctx, index)
+	} else {
+		err = index(ctx)
+	}
+	if errors.Is(err, errNotCARv1) {
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			_ = r.Close()
+			return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
+		}
+		return r, nil
+	}
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: index: %w", m.PieceCid, err)
+	}
+	for _, b := range px.skipped {
+		log.Warnw("block left out of the piece's index: larger than the blockstore serves",
+			"piece", m.PieceCid, "block", b.CID, "size", b.Size, "limit", maxServedSection)
+	}
+	view, err := newIndexedView(r, px)
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
+	}
+	return view, nil
+}

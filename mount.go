@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/throttle"
 	"github.com/ipfs/go-cid"
@@ -244,6 +245,11 @@ var _ RandomAccessMinerAPI = (*gatedAPI)(nil)
 type pieceMount struct {
 	API      MinerAPI
 	PieceCid cid.Cid
+	// Indexes is the index repo: a piece with no index yet is presented
+	// with one dagwrap builds (see indexedview.go).
+	Indexes index.FullIndexRepo
+	// IndexThrottle bounds the pieces indexed at once (MaxConcurrentIndex).
+	IndexThrottle throttle.Throttler
 
 	// localPath is a CAR on local disk given at registration; it is read
 	// instead of the API while it exists. It is deliberately unexported: it
@@ -254,6 +260,15 @@ type pieceMount struct {
 var _ mount.Mount = (*pieceMount)(nil)
 
 func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {
+	r, err := m.fetch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return m.withIndex(ctx, r)
+}
+
+// fetch opens the piece: the local CAR while it exists, else the API's.
+func (m *pieceMount) fetch(ctx context.Context) (mount.Reader, error) {
 	if m.localPath != "" {
 		if f, err := os.Open(m.localPath); err == nil {
 			return m.mask(f)

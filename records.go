@@ -286,7 +286,7 @@ func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
 	if _, err := w.irepo.DropFullIndex(k); err != nil && !errors.Is(err, os.ErrNotExist) {
 		w.log.Warnw("remount: dropping the index failed", "piece", k, "error", err)
 	}
-	mnt := &pieceMount{API: w.api, PieceCid: pc}
+	mnt := w.newMount(pc)
 	release = w.pieces.hold(k) // until recoveryLoop gets the result
 	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{}, results); err != nil {
 		release()

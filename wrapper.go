@@ -15,6 +15,7 @@ import (
 	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
+	"github.com/filecoin-project/dagstore/throttle"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	levelds "github.com/ipfs/go-ds-leveldb"
@@ -147,6 +148,9 @@ type Wrapper struct {
 	// operators see them instead of a silent skip.
 	bad badRecords
 
+	// indexThrottle bounds dagwrap's own indexing (see pieceMount.withIndex).
+	indexThrottle throttle.Throttler
+
 	// fails holds the shard failures callers saw that may not be on disk yet.
 	fails failures
 }
@@ -220,11 +224,12 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		}
 		w.top = w.tli
 	}
+	w.indexThrottle = throttle.Fixed(w.cfg.MaxConcurrentIndex)
 	w.api = newGatedAPI(w.ctx, api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
 	w.m.meterThrottles(w.api)
 
 	registry := mount.NewRegistry()
-	if err := registry.Register(MountScheme, &pieceMount{API: w.api}); err != nil {
+	if err := registry.Register(MountScheme, w.newMount(cid.Undef)); err != nil {
 		return fmt.Errorf("register mount: %w", err)
 	}
 	// Buffered so a burst of events does not stall the event loop while the
@@ -469,7 +474,7 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 	if _, err := w.shardInfo(key); err == nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, ErrShardExists)
 	}
-	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
+	mnt := w.newMount(pieceCid)
 	opts := dagstore.RegisterOpts{LazyInitialization: !eagerInit}
 	if carPath != "" {
 		abs, err := filepath.Abs(carPath)

@@ -147,7 +147,7 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 	if _, err := w.shardInfo(key); err == nil {
 		return ErrShardExists
 	}
-	mnt := &pieceMount{API: w.api, PieceCid: pieceCid}
+	mnt := w.newMount(pieceCid)
 	err := w.registerDurably(key, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results)
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"sort"
 	"sync"
 
@@ -313,7 +311,7 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 }
 
 // submitRecover queues the recovery of an errored shard (see
-// queueRecovery); its result will arrive on ch, which must have room for it.
+// recoverShard); its result will arrive on ch, which must have room for it.
 func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) error {
 	key := shard.KeyFromCID(pieceCid)
 	info, err := w.shardState(key)
@@ -323,7 +321,7 @@ func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) 
 	if info.ShardState != dagstore.ShardStateErrored {
 		return fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
 	}
-	return w.queueRecovery(key, ch)
+	return w.recoverShard(key, ch)
 }
 
 // RecoverAllResult says what RecoverAllShards did with each errored piece.
@@ -414,76 +412,27 @@ type ReclaimedTransient struct {
 }
 
 // GC removes now the transient copies of shards that are available but not
-// being read, or errored, and reports what it removed. Pieces read through a
+// being read, or errored, and what dead shards and interrupted copies left
+// in transients/, and reports what it removed. Pieces read through a
 // random-access MinerAPI have no transients, so there is nothing to reclaim.
 func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
-	out := GCResult{Failed: map[cid.Cid]error{}}
 	done, err := w.beginCtx(ctx)
 	if err != nil {
-		return out, fmt.Errorf("gc: %w", err)
+		return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", err)
 	}
 	defer done()
-
-	// The dagstore reports every shard it considered, transient or not;
-	// what was on disk before says what was actually reclaimed.
-	before := make(map[shard.Key]int64)
-	for k := range w.allShardsInfo() {
-		if st, err := os.Stat(transientPath(w.cfg.RootDir, k)); err == nil {
-			before[k] = st.Size()
+	// Bounded by Close too, though Close waits for it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(w.ctx, cancel)()
+	res, err := w.gc(ctx)
+	if err != nil {
+		if w.ctx.Err() != nil {
+			err = errors.Join(ErrClosed, err)
 		}
+		return res, fmt.Errorf("gc: %w", err)
 	}
-	type outcome struct {
-		res *dagstore.GCResult
-		err error
-	}
-	// The dagstore's event loop blocks until the GC result is taken, so it
-	// is always taken, under the wrapper's context, even if ctx ends first.
-	ch := make(chan outcome, 1)
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		res, err := w.gc(w.ctx)
-		ch <- outcome{res, err}
-	}()
-	var o outcome
-	select {
-	case o = <-ch:
-	case <-ctx.Done():
-		return out, fmt.Errorf("gc: %w", ctx.Err())
-	case <-w.ctx.Done():
-		return out, fmt.Errorf("gc: %w", ErrClosed)
-	}
-	if o.err != nil {
-		return out, fmt.Errorf("gc: %w", o.err)
-	}
-	for k, err := range o.res.Shards {
-		pc, derr := cid.Decode(k.String())
-		if derr != nil {
-			continue
-		}
-		if err != nil {
-			out.Failed[pc] = fmt.Errorf("piece %s: remove transient: %w", pc, err)
-			continue
-		}
-		size, had := before[k]
-		if _, err := os.Stat(transientPath(w.cfg.RootDir, k)); !had || !errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		out.Reclaimed = append(out.Reclaimed, ReclaimedTransient{PieceCID: pc, Bytes: size})
-		out.Bytes += size
-	}
-	sort.Slice(out.Reclaimed, func(i, j int) bool {
-		return out.Reclaimed[i].PieceCID.String() < out.Reclaimed[j].PieceCID.String()
-	})
-	if len(out.Failed) > 0 {
-		errs := make([]error, 0, len(out.Failed))
-		for _, err := range out.Failed {
-			errs = append(errs, err)
-		}
-		sortErrors(errs)
-		return out, fmt.Errorf("gc: %d transients could not be removed: %w", len(out.Failed), errors.Join(errs...))
-	}
-	return out, nil
+	return res, nil
 }
 
 // IndexStats describes a shard's index.

@@ -83,36 +83,13 @@ func (w *Wrapper) recoverWorker(keys <-chan shard.Key, results chan dagstore.Sha
 	for {
 		select {
 		case k := <-keys:
-			if isRandomAccess(w.api) {
-				if err := w.recoverShard(k, results); err != nil {
-					w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
-				}
-				continue
+			if err := w.recoverShard(k, results); err != nil {
+				w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
 			}
-			// A remount may wait for the acquire that failed to end.
-			w.wg.Add(1)
-			go func() {
-				defer w.wg.Done()
-				if err := w.queueRecovery(k, results); err != nil {
-					w.log.Warnw("could not queue shard recovery", "piece", k, "error", err)
-				}
-			}()
 		case <-w.ctx.Done():
 			return
 		}
 	}
-}
-
-// queueRecovery queues the recovery of an errored shard; its result will
-// arrive on results, which must have room for it, and the shard is held
-// (see pieceLocks.hold) until the receiver unholds it. Shards of a
-// sequential-only MinerAPI are remounted (see remount), which may wait for
-// a failed acquire to end.
-func (w *Wrapper) queueRecovery(k shard.Key, results chan dagstore.ShardResult) error {
-	if !isRandomAccess(w.api) && w.remount(k, results) {
-		return nil
-	}
-	return w.recoverShard(k, results)
 }
 
 // recoverShard queues the dagstore's recovery of k, held like an acquire
@@ -158,14 +135,11 @@ func (w *Wrapper) gcLoop() {
 		select {
 		case <-t.C:
 			res, err := w.gc(w.ctx)
-			if err != nil {
-				if w.ctx.Err() == nil {
-					w.log.Warnw("dagstore GC failed", "error", err)
-				}
-				continue
+			if err != nil && w.ctx.Err() == nil {
+				w.log.Warnw("transients GC failed", "error", err)
 			}
-			if n := len(res.Shards); n > 0 {
-				w.log.Infow("dagstore GC reclaimed transients", "shards", n, "failures", res.ShardFailures())
+			if n := len(res.Reclaimed); n > 0 {
+				w.log.Infow("GC reclaimed transients", "pieces", n, "bytes", res.Bytes, "failures", len(res.Failed))
 			}
 		case <-w.ctx.Done():
 			return
@@ -173,10 +147,10 @@ func (w *Wrapper) gcLoop() {
 	}
 }
 
-// gc runs one dagstore GC and counts it in the metrics.
-func (w *Wrapper) gc(ctx context.Context) (*dagstore.GCResult, error) {
+// gc runs one GC of the transients and counts it in the metrics.
+func (w *Wrapper) gc(ctx context.Context) (GCResult, error) {
 	start := w.m.now()
-	res, err := w.dagst.GC(ctx)
+	res, err := w.collectTransients(ctx)
 	w.m.observe(opGC, start, err)
 	return res, err
 }

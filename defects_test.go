@@ -196,7 +196,7 @@ func TestLotusLookupsRightAfterStart(t *testing.T) {
 // dropped is bounded; the most recent destroys stay in it.
 func TestDestroyedKeysAreBounded(t *testing.T) {
 	ctx := context.Background()
-	r := newShardRecords(dssync.MutexWrap(ds.NewMapDatastore()))
+	r := newShardRecords(dssync.MutexWrap(ds.NewMapDatastore()), newWriteGate(context.Background()))
 	r.goneMax = 4
 	keys := make([]shard.Key, 10)
 	for i := range keys {

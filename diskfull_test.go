@@ -40,8 +40,8 @@ func checkCleanFailure(t *testing.T, root string, pc cid.Cid, err error) {
 }
 
 // TestTransientCopyOnFullDisk: the transient copy of a sequential-only
-// piece fails with ENOSPC (its partial file is /dev/full, whose writes
-// always fail so). The shard errors with that cause, no partial is left,
+// piece fails with ENOSPC (its temporary file is /dev/full, whose writes
+// always fail so). The shard errors with that cause, nothing is left,
 // other shards serve, and the automatic recovery copies it once there is
 // room again.
 func TestTransientCopyOnFullDisk(t *testing.T) {
@@ -60,8 +60,8 @@ func TestTransientCopyOnFullDisk(t *testing.T) {
 	if err := w.RegisterShardSync(ctx, pc, "", false); err != nil {
 		t.Fatal(err)
 	}
-	partial := strings.TrimSuffix(transientPath(root, shard.KeyFromCID(pc)), ".complete") + ".partial"
-	if err := os.Symlink("/dev/full", partial); err != nil {
+	temp := strings.TrimSuffix(transientPath(root, shard.KeyFromCID(pc)), transientComplete) + transientTemp
+	if err := os.Symlink("/dev/full", temp); err != nil {
 		t.Fatal(err)
 	}
 
@@ -69,7 +69,7 @@ func TestTransientCopyOnFullDisk(t *testing.T) {
 	checkCleanFailure(t, root, pc, err)
 	assertServes(t, w, good, "testdata/sample.car")
 
-	// Space again: the recovery loop remounts the shard, copying it anew.
+	// Space again: the automatic recovery copies it anew.
 	waitFor(t, "shard recovered", func() bool {
 		info, err := w.ShardInfo(pc)
 		return err == nil && info.State == dagstore.ShardStateAvailable

@@ -22,7 +22,7 @@ func TestGroupCommitKeepsOrderAndDurability(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ldb.Close()
-	r := newShardRecords(ldb)
+	r := newShardRecords(ldb, newWriteGate(context.Background()))
 	get := func(k shard.Key) string {
 		t.Helper()
 		v, err := ldb.Get(ctx, recordKey(k))

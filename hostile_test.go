@@ -107,7 +107,7 @@ func TestHostileInput(t *testing.T) {
 	cases := []hostileCase{
 		{name: "not a CAR", setup: func(t *testing.T, api *fakeAPI) cid.Cid {
 			return writeBytes(t, api, bytes.Repeat([]byte("not a car file "), 300))
-		}, run: registerEager, substr: []string{"CAR Index"}},
+		}, run: registerEager, substr: []string{"index", "CAR header"}},
 		{name: "wrong CAR version", setup: func(t *testing.T, api *fakeAPI) cid.Cid {
 			b := sampleBytes(t)
 			at := bytes.Index(b, []byte("version\x01"))
@@ -119,7 +119,7 @@ func TestHostileInput(t *testing.T) {
 		}, run: registerEager, substr: []string{"version", "3"}},
 		{name: "truncated header", setup: func(t *testing.T, api *fakeAPI) cid.Cid {
 			return writeBytes(t, api, append(sampleBytes(t)[:30], make([]byte, 100)...))
-		}, run: registerEager, substr: []string{"CAR Index"}},
+		}, run: registerEager, substr: []string{"index", "CAR header"}},
 		{name: "empty piece", setup: func(t *testing.T, api *fakeAPI) cid.Cid {
 			pc := writeBytes(t, api, make([]byte, 128))
 			p, _ := api.path(pc)

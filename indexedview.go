@@ -10,7 +10,6 @@ import (
 
 	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
-	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 )
 
@@ -102,11 +101,6 @@ func (v *indexedView) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (v *indexedView) Close() error { return v.piece.Close() }
-
-// newMount is the mount of one piece (cid.Undef: the registry's template).
-func (w *Wrapper) newMount(pc cid.Cid) *pieceMount {
-	return &pieceMount{API: w.api, PieceCid: pc, Indexes: w.irepo, IndexThrottle: w.indexThrottle}
-}
 
 // withIndex presents a random-access CARv1 piece that has no index yet with
 // the index dagwrap builds (an indexedView), so that the dagstore's

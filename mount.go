@@ -2,7 +2,6 @@ package dagwrap
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/mount"
+	"github.com/filecoin-project/dagstore/shard"
 	"github.com/filecoin-project/dagstore/throttle"
 	"github.com/ipfs/go-cid"
 )
@@ -34,7 +34,7 @@ type MinerAPI interface {
 
 // RandomAccessMinerAPI is a MinerAPI whose readers support ReadAt and Seek.
 // For such an API the dagstore indexes and serves pieces straight from the
-// reader, with no transient copy.
+// reader; any other API's pieces are copied into transients/ first.
 type RandomAccessMinerAPI interface {
 	MinerAPI
 	// RandomAccess reports whether readers from FetchUnsealedPiece support ReadAt and Seek.
@@ -239,12 +239,18 @@ var _ RandomAccessMinerAPI = (*gatedAPI)(nil)
 
 // pieceMount is the dagstore mount of one piece, read through the MinerAPI.
 //
+// It always declares random access and seek, so the dagstore's mount
+// upgrader passes it through and never copies (nor writes) anything
+// itself: a sequential-only API's stream is copied into transients/ here,
+// inside Fetch, under the Wrapper's write gate.
+//
 // The mount registry revives mounts after a restart by copying the exported
 // fields of the registered template and calling Deserialize, so everything a
-// revived mount needs travels in API and PieceCid.
+// revived mount needs travels in API, Transients and PieceCid.
 type pieceMount struct {
-	API      MinerAPI
-	PieceCid cid.Cid
+	API        MinerAPI
+	Transients *transients // where a sequential API's pieces are copied
+	PieceCid   cid.Cid
 	// Indexes is the index repo: a piece with no index yet is presented
 	// with one dagwrap builds (see indexedview.go).
 	Indexes index.FullIndexRepo
@@ -252,40 +258,71 @@ type pieceMount struct {
 	IndexThrottle throttle.Throttler
 
 	// localPath is a CAR on local disk given at registration; it is read
-	// instead of the API while it exists. It is deliberately unexported: it
-	// belongs to this process only, and a revived mount reads the API.
+	// in place instead of the API while it exists. It is deliberately
+	// unexported: it belongs to this process only (a revived mount reads
+	// the API), and recoveries keep the mount, and so the path.
 	localPath string
 }
 
 var _ mount.Mount = (*pieceMount)(nil)
 
 func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {
-	r, err := m.fetch(ctx)
+	r, err := m.open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return m.withIndex(ctx, r)
 }
 
-// fetch opens the piece: the local CAR while it exists, else the API's.
-func (m *pieceMount) fetch(ctx context.Context) (mount.Reader, error) {
+// open opens the piece: the local CAR while it exists, else the API's.
+func (m *pieceMount) open(ctx context.Context) (mount.Reader, error) {
 	if m.localPath != "" {
-		if f, err := os.Open(m.localPath); err == nil {
+		if f := openRegular(m.localPath); f != nil {
 			return m.mask(f)
 		}
 	}
 	if m.API == nil {
 		return nil, fmt.Errorf("piece %s: mount has no miner API", m.PieceCid)
 	}
-	r, err := m.API.FetchUnsealedPiece(ctx, m.PieceCid)
-	if err != nil {
-		return nil, fmt.Errorf("piece %s: fetch unsealed piece: %w", m.PieceCid, err)
+	var r mount.Reader
+	var err error
+	if isRandomAccess(m.API) {
+		r, err = m.fetchDirect(ctx)
+	} else {
+		r, err = m.fetchCopy(ctx)
 	}
-	if r == nil {
-		return nil, fmt.Errorf("piece %s: miner API returned no reader", m.PieceCid)
+	if err != nil {
+		return nil, err
 	}
 	// The dagstore drops a reader fetched under a cancelled context without
 	// closing it; close it here instead of leaking the descriptor.
+	if err := ctx.Err(); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
+	}
+	return m.mask(r)
+}
+
+// openRegular opens path if it is a regular file; a CAR given at
+// registration that is gone (or no longer a file) is read from the API.
+func openRegular(path string) *os.File {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		_ = f.Close()
+		return nil
+	}
+	return f
+}
+
+// fetchDirect returns the random-access API's reader, size-checked.
+func (m *pieceMount) fetchDirect(ctx context.Context) (mount.Reader, error) {
+	r, err := m.fetch(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
@@ -295,13 +332,44 @@ func (m *pieceMount) fetch(ctx context.Context) (mount.Reader, error) {
 		_ = r.Close()
 		return nil, err
 	}
-	return m.mask(checked)
+	return checked, nil
+}
+
+// fetchCopy returns the copy of a sequential API's piece in transients/,
+// making it first if needed (see transients).
+func (m *pieceMount) fetchCopy(ctx context.Context) (mount.Reader, error) {
+	if m.Transients == nil {
+		return nil, fmt.Errorf("piece %s: mount has no transients folder", m.PieceCid)
+	}
+	size, err := m.API.GetUnpaddedCARSize(ctx, m.PieceCid)
+	if err != nil {
+		return nil, fmt.Errorf("piece %s: get unpadded size: %w", m.PieceCid, err)
+	}
+	if size == 0 {
+		return nil, fmt.Errorf("piece %s: the miner API reports no size, so its stream cannot be copied safely", m.PieceCid)
+	}
+	return m.Transients.open(ctx, shard.KeyFromCID(m.PieceCid), source{
+		size:     size,
+		unsealed: func(ctx context.Context) (bool, error) { return m.API.IsUnsealed(ctx, m.PieceCid) },
+		fetch:    m.fetch,
+	})
+}
+
+func (m *pieceMount) fetch(ctx context.Context) (mount.Reader, error) {
+	r, err := m.API.FetchUnsealedPiece(ctx, m.PieceCid)
+	if err != nil {
+		return nil, fmt.Errorf("piece %s: fetch unsealed piece: %w", m.PieceCid, err)
+	}
+	if r == nil {
+		return nil, fmt.Errorf("piece %s: miner API returned no reader", m.PieceCid)
+	}
+	return r, nil
 }
 
 // mask hides a CARv2 piece's own index from the dagstore (see maskIndex).
+// Every reader Fetch hands out has random access.
 func (m *pieceMount) mask(r mount.Reader) (mount.Reader, error) {
-	_, isFile := r.(*os.File)
-	masked, err := maskIndex(r, isFile || isRandomAccess(m.API))
+	masked, err := maskIndex(r, true)
 	if err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
@@ -310,9 +378,8 @@ func (m *pieceMount) mask(r mount.Reader) (mount.Reader, error) {
 }
 
 // checkSize makes a piece shorter than the API says it is an error, instead
-// of an index that points past the end of the data: a file or a seekable
-// reader is checked now, a stream when it ends. Files are returned as they
-// are, so that the dagstore can memory-map them.
+// of an index that points past the end of the data. Files are returned as
+// they are, so that the dagstore can memory-map them.
 func (m *pieceMount) checkSize(ctx context.Context, r mount.Reader) (mount.Reader, error) {
 	size, err := m.API.GetUnpaddedCARSize(ctx, m.PieceCid)
 	if err != nil {
@@ -331,69 +398,29 @@ func (m *pieceMount) checkSize(ctx context.Context, r mount.Reader) (mount.Reade
 		}
 		return f, nil
 	}
-	if isRandomAccess(m.API) {
-		// Indexing seeks over block data, so counting bytes read would
-		// not measure the length: ask the reader for it instead.
-		end, err := r.Seek(0, io.SeekEnd)
-		if err == nil {
-			_, err = r.Seek(0, io.SeekStart)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
-		}
-		if uint64(end) < size {
-			return nil, fmt.Errorf("piece %s is truncated: %d of %d bytes", m.PieceCid, end, size)
-		}
-		return r, nil
-	}
-	return &sizedReader{Reader: r, piece: m.PieceCid, want: size}, nil
-}
-
-// sizedReader fails a stream that ends before the piece's size. It tracks
-// the read offset, not a byte count: indexing seeks past block data.
-type sizedReader struct {
-	mount.Reader
-	piece cid.Cid
-	want  uint64
-	pos   uint64 // offset of the next Read
-}
-
-func (s *sizedReader) Read(p []byte) (int, error) {
-	n, err := s.Reader.Read(p)
-	s.pos += uint64(n)
-	return n, s.check(s.pos, err)
-}
-
-func (s *sizedReader) ReadAt(p []byte, off int64) (int, error) {
-	n, err := s.Reader.ReadAt(p, off)
-	return n, s.check(uint64(off)+uint64(n), err)
-}
-
-func (s *sizedReader) Seek(offset int64, whence int) (int64, error) {
-	pos, err := s.Reader.Seek(offset, whence)
+	// Indexing seeks over block data, so counting bytes read would not
+	// measure the length: ask the reader for it instead.
+	end, err := r.Seek(0, io.SeekEnd)
 	if err == nil {
-		s.pos = uint64(pos)
+		_, err = r.Seek(0, io.SeekStart)
 	}
-	return pos, err
+	if err != nil {
+		return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
+	}
+	if uint64(end) < size {
+		return nil, fmt.Errorf("piece %s is truncated: %d of %d bytes", m.PieceCid, end, size)
+	}
+	return r, nil
 }
 
-// check turns an EOF at end before the piece's size into a truncation error.
-func (s *sizedReader) check(end uint64, err error) error {
-	if errors.Is(err, io.EOF) && end < s.want {
-		return fmt.Errorf("piece %s is truncated: %d of %d bytes: %w", s.piece, end, s.want, io.ErrUnexpectedEOF)
-	}
-	return err
-}
-
-// Info declares random access only when the API does. A local CAR alone is
-// not enough: once the node deletes it, reads fall back to the API.
+// Info declares random access and seek whatever the API: readers of a
+// sequential API's pieces are their copies in transients/ (see Fetch).
 func (m *pieceMount) Info() mount.Info {
-	ra := m.API != nil && isRandomAccess(m.API)
 	return mount.Info{
 		Kind:             mount.KindRemote,
 		AccessSequential: true,
-		AccessSeek:       ra,
-		AccessRandom:     ra,
+		AccessSeek:       true,
+		AccessRandom:     true,
 	}
 }
 

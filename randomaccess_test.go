@@ -19,7 +19,7 @@ import (
 )
 
 // transients lists the files in root's transients folder.
-func transients(t *testing.T, root string) []string {
+func transientFiles(t *testing.T, root string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(root, transientsDir))
 	if err != nil {
@@ -34,7 +34,7 @@ func transients(t *testing.T, root string) []string {
 
 func assertNoTransients(t *testing.T, root, when string) {
 	t.Helper()
-	if got := transients(t, root); len(got) != 0 {
+	if got := transientFiles(t, root); len(got) != 0 {
 		t.Fatalf("%s: transients/ holds %v, want nothing", when, got)
 	}
 }
@@ -95,18 +95,16 @@ func localCAR(t *testing.T) (string, cid.Cid) {
 	return p.Path, p.CID
 }
 
-func TestMountDeclaresRandomAccessOnlyWhenTheAPIDoes(t *testing.T) {
-	for _, random := range []bool{true, false} {
-		m := &pieceMount{API: newGatedAPI(context.Background(), newFakeAPI(random), 1, 1)}
-		info := m.Info()
-		if info.AccessRandom != random || info.AccessSeek != random || !info.AccessSequential {
-			t.Fatalf("API random=%v: mount info %+v", random, info)
+// The mount always declares random access and seek, so the dagstore's
+// upgrader never copies a piece itself (its copies outlive Close): a
+// sequential API's pieces are copied by the mount (see transients).
+func TestMountAlwaysDeclaresRandomAccess(t *testing.T) {
+	type plain struct{ MinerAPI } // a MinerAPI without RandomAccess at all
+	for _, api := range []MinerAPI{newFakeAPI(true), newFakeAPI(false), plain{newFakeAPI(true)}} {
+		m := &pieceMount{API: newGatedAPI(context.Background(), api, 1, 1)}
+		if info := m.Info(); !info.AccessRandom || !info.AccessSeek || !info.AccessSequential {
+			t.Fatalf("API %T: mount info %+v", api, info)
 		}
-	}
-	// A MinerAPI without RandomAccess at all is sequential.
-	type plain struct{ MinerAPI }
-	if info := (&pieceMount{API: newGatedAPI(context.Background(), plain{newFakeAPI(true)}, 1, 1)}).Info(); info.AccessRandom || info.AccessSeek {
-		t.Fatalf("plain MinerAPI: mount info %+v", info)
 	}
 }
 
@@ -195,8 +193,9 @@ func TestRandomAccessLeavesTransientsEmpty(t *testing.T) {
 	assertNoTransients(t, root, "after restart and reload")
 }
 
-// The sequential path is the original design: the piece is copied into
-// transients/, served from there, reclaimed by GC and fetched again.
+// The sequential path: the piece is copied into transients/ (by the mount,
+// once), served from there, reclaimed by GC and fetched again. A local CAR
+// is read in place, never copied or linked.
 func TestSequentialPathCopiesThroughTransients(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
@@ -226,12 +225,12 @@ func TestSequentialPathCopiesThroughTransients(t *testing.T) {
 	}
 
 	waitReleased(t, w, pc)
-	res, err := w.dagst.GC(ctx)
+	res, err := w.GC(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err, ok := res.Shards[shard.KeyFromCID(pc)]; !ok || err != nil {
-		t.Fatalf("GC did not reclaim the transient: %v %v", ok, err)
+	if len(res.Reclaimed) != 1 || !res.Reclaimed[0].PieceCID.Equals(pc) || res.Bytes != int64(len(want)) {
+		t.Fatalf("GC did not reclaim the transient: %+v", res)
 	}
 	assertNoTransients(t, root, "after GC")
 
@@ -241,25 +240,21 @@ func TestSequentialPathCopiesThroughTransients(t *testing.T) {
 	}
 	assertCopy("after reload")
 
-	// A local CAR is hard-linked, not copied, and GC deletes only the link.
+	// A local CAR is read in place: nothing appears in transients/ but
+	// the other piece's copy, and GC never touches the caller's file.
 	localPath, local := localCAR(t)
 	if err := w.RegisterShardSync(ctx, local, localPath, true); err != nil {
 		t.Fatal(err)
 	}
-	st, err := os.Stat(localPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lt, err := os.Stat(transientPath(root, shard.KeyFromCID(local)))
-	if err != nil {
-		t.Fatalf("no transient for the local CAR: %v", err)
-	}
-	if !os.SameFile(st, lt) {
-		t.Fatal("the local CAR was copied into transients/, not linked")
-	}
 	assertServes(t, w, local, localPath)
+	if got := transientFiles(t, root); len(got) != 1 || !strings.Contains(got[0], pc.String()) {
+		t.Fatalf("transients/ holds %v, want only %s's copy", got, pc)
+	}
+	if n := api.fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2: the local CAR is not read through the API", n)
+	}
 	waitReleased(t, w, pc, local)
-	if _, err := w.dagst.GC(ctx); err != nil {
+	if _, err := w.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(localPath); err != nil {

@@ -2,15 +2,12 @@ package dagwrap
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
-	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 )
 
@@ -25,8 +22,11 @@ import (
 //     written back when that work completes, and would reappear after a
 //     restart. Writes for destroyed shards are dropped (see forget) until
 //     the piece is registered again.
+//
+// Its writes go through the Wrapper's write gate (see writeGate).
 type shardRecords struct {
 	ds.Batching
+	gate *writeGate
 
 	mu      sync.Mutex
 	gone    map[ds.Key]uint64       // destroyed shards (their writes are dropped), by destroy number
@@ -34,7 +34,6 @@ type shardRecords struct {
 	goneN   uint64                  // destroys so far
 	goneMax int                     // how many destroyed keys are remembered
 	waiting map[ds.Key][]chan error // registrations waiting for their first write
-	kept    map[ds.Key]struct{}     // shards being remounted: deletes are skipped
 
 	// Group commit (see groupcommit.go).
 	grouped    map[ds.Key]struct{} // registrations whose first write joins a group
@@ -46,12 +45,12 @@ type shardRecords struct {
 	bad *badRecords // hidden from the dagstore's Query (see Query)
 }
 
-func newShardRecords(store ds.Batching) *shardRecords {
+func newShardRecords(store ds.Batching, gate *writeGate) *shardRecords {
 	r := &shardRecords{
 		Batching: store,
+		gate:     gate,
 		gone:     make(map[ds.Key]uint64),
 		waiting:  make(map[ds.Key][]chan error),
-		kept:     make(map[ds.Key]struct{}),
 		goneMax:  maxGoneRecords,
 		grouped:  make(map[ds.Key]struct{}),
 		group:    make(map[ds.Key][]byte),
@@ -104,34 +103,37 @@ func (r *shardRecords) Put(ctx context.Context, key ds.Key, value []byte) error 
 		return nil
 	}
 	r.settleGroupedLocked(key)
-	err := r.Batching.Put(ctx, key, value)
+	err := r.write(func() error { return r.Batching.Put(ctx, key, value) })
 	r.notifyLocked(key, err)
 	return err
 }
 
-// Delete deletes a shard record, unless the shard is being remounted.
+// Delete deletes a shard record.
 func (r *shardRecords) Delete(ctx context.Context, key ds.Key) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, kept := r.kept[key]; kept {
-		return nil
-	}
 	r.settleGroupedLocked(key)
-	return r.Batching.Delete(ctx, key)
+	return r.write(func() error { return r.Batching.Delete(ctx, key) })
 }
 
-// keep makes the dagstore's deletes of k's record no-ops until the
-// returned func is called.
-func (r *shardRecords) keep(k shard.Key) func() {
-	key := recordKey(k)
-	r.mu.Lock()
-	r.kept[key] = struct{}{}
-	r.mu.Unlock()
-	return func() {
-		r.mu.Lock()
-		delete(r.kept, key)
-		r.mu.Unlock()
+// Batch refuses to start a batch once the gate is closed.
+func (r *shardRecords) Batch(ctx context.Context) (ds.Batch, error) {
+	done, err := r.gate.enter()
+	if err != nil {
+		return nil, fmt.Errorf("shard records: %w", err)
 	}
+	defer done()
+	return r.Batching.Batch(ctx)
+}
+
+// write runs fn inside the gate.
+func (r *shardRecords) write(fn func() error) error {
+	done, err := r.gate.enter()
+	if err != nil {
+		return fmt.Errorf("write shard record: %w", err)
+	}
+	defer done()
+	return fn()
 }
 
 // pendingWrite is a registration's wait for its shard's first record write.
@@ -240,59 +242,4 @@ func (w *Wrapper) registerDurablyGrouped(key shard.Key, mnt mount.Mount, opts da
 		}
 	}()
 	return nil
-}
-
-// remount recovers an errored shard by registering the piece anew, and
-// reports whether it did. It is how shards of a sequential-only MinerAPI
-// recover: the dagstore's mount upgrader never retries a transient copy
-// that failed once (its sync.Once is renewed only on success), so a
-// recovery through the dagstore would fail with the first error until a
-// restart. Like a recovery, it drops the index and fetches and indexes the
-// piece again (the top-level index entries are rewritten). The shard's
-// record stays on disk throughout (the dagstore's delete of it is skipped),
-// so a crash meanwhile leaves an errored shard, recovered on its next
-// acquire. The result goes to results, like a recovery's.
-func (w *Wrapper) remount(k shard.Key, results chan dagstore.ShardResult) bool {
-	// The acquire whose failure brought us here may not have ended yet.
-	unlock := w.pieces.lock(k)
-	for w.pieces.held(k) {
-		idle := w.pieces.whenIdle(k)
-		unlock()
-		select {
-		case <-idle:
-		case <-w.ctx.Done():
-			return true // closing: nothing to recover
-		}
-		unlock = w.pieces.lock(k)
-	}
-	defer unlock()
-	if info, err := w.shardInfo(k); err != nil || info.ShardState != dagstore.ShardStateErrored {
-		return false
-	}
-	pc, err := cid.Decode(k.String())
-	if err != nil {
-		return false
-	}
-	release := w.records.keep(k)
-	res, err := w.destroyShard(k)
-	release()
-	if err == nil {
-		err = res.Error
-	}
-	if err != nil {
-		w.log.Warnw("cannot remount errored shard; recovering it in place", "piece", k, "error", err)
-		return false
-	}
-	if _, err := w.irepo.DropFullIndex(k); err != nil && !errors.Is(err, os.ErrNotExist) {
-		w.log.Warnw("remount: dropping the index failed", "piece", k, "error", err)
-	}
-	mnt := w.newMount(pc)
-	release = w.pieces.hold(k) // until recoveryLoop gets the result
-	if err := w.registerDurably(k, mnt, dagstore.RegisterOpts{}, results); err != nil {
-		release()
-		// Only a closing dagstore refuses; the record on disk brings the
-		// shard back on the next start.
-		w.log.Warnw("re-registering a remounted shard failed", "piece", k, "error", err)
-	}
-	return true
 }

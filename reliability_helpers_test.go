@@ -180,7 +180,7 @@ func partials(t testing.TB, root string) []string {
 	t.Helper()
 	var out []string
 	for _, n := range listDir(t, filepath.Join(root, transientsDir)) {
-		if strings.HasSuffix(n, ".partial") {
+		if strings.HasSuffix(n, transientTemp) || strings.HasSuffix(n, transientPartial) {
 			out = append(out, n)
 		}
 	}

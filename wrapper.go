@@ -144,6 +144,11 @@ type Wrapper struct {
 	// reconciled is closed when the start-up reconciliation has finished.
 	reconciled chan struct{}
 
+	// gate admits the writes under the root that dagstore goroutines make
+	// through dagwrap; Close closes it (see writeGate).
+	gate       *writeGate
+	transients *transients // copies of a sequential API's pieces
+
 	// badRecords holds shard records that could not be restored, so that
 	// operators see them instead of a silent skip.
 	bad badRecords
@@ -210,8 +215,10 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 		}
 	}
 	w.store = w.m.measureDatastore(store)
-	w.records = newShardRecords(w.store)
+	w.gate = newWriteGate(w.ctx)
+	w.records = newShardRecords(w.store, w.gate)
 	w.records.bad = &w.bad
+	w.transients = newTransients(resolveLink(filepath.Join(root, transientsDir)), w.gate, w.cfg.MaxConcurrentReadyFetches)
 
 	if w.irepo = o.irepo; w.irepo == nil {
 		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
@@ -238,8 +245,8 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	w.failureCh = make(chan dagstore.ShardResult, 128)
 	w.dagstCfg = dagstore.Config{
 		TransientsDir:             resolveLink(filepath.Join(root, transientsDir)),
-		IndexRepo:                 w.irepo,
-		TopLevelIndex:             w.top,
+		IndexRepo:                 gatedIndexRepo{w.irepo, w.gate},
+		TopLevelIndex:             gatedInverted{w.top, w.gate},
 		Datastore:                 w.records,
 		MountRegistry:             registry,
 		TraceCh:                   w.traceCh,
@@ -293,6 +300,9 @@ func (w *Wrapper) Close() error {
 		w.log.Warnw("closing before the dagstore recorded every shard failure it reported")
 	}
 	errs := []error{w.dagst.Close()}
+	// The dagstore's initialisations and acquires outlive its Close: from
+	// here their writes under the root fail, and those in flight end now.
+	w.gate.close()
 	close(w.dagstClosed)
 	w.wg.Wait()
 	errs = append(errs, w.closeStore(), w.lock.Close())
@@ -477,17 +487,11 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 	mnt := w.newMount(pieceCid)
 	opts := dagstore.RegisterOpts{LazyInitialization: !eagerInit}
 	if carPath != "" {
-		abs, err := filepath.Abs(carPath)
-		if err == nil {
-			_, err = os.Stat(abs)
-		}
+		abs, err := checkCARPath(carPath)
 		if err != nil {
-			return nil, fmt.Errorf("register piece %s: CAR file: %w", pieceCid, err)
+			return nil, fmt.Errorf("register piece %s: %w", pieceCid, err)
 		}
 		mnt.localPath = abs
-		if !isRandomAccess(w.api) {
-			opts.ExistingTransient = w.linkTransient(key, abs)
-		}
 	}
 	ch := make(chan dagstore.ShardResult, 1)
 	if err := w.registerDurably(key, mnt, opts, ch); err != nil {
@@ -497,23 +501,27 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 	return ch, nil
 }
 
-// linkTransient hard-links a local CAR into the transients folder, so that
-// a sequential-only mount serves it without a copy. The dagstore deletes
-// transients on GC: it must only ever delete our link, never the caller's
-// file, which is why the CAR itself is never handed over as the transient.
-// It returns "" when linking is not possible (another filesystem, say).
-func (w *Wrapper) linkTransient(key shard.Key, carPath string) string {
-	p := transientPath(w.cfg.RootDir, key)
-	if err := os.Link(carPath, p); err != nil {
-		w.log.Debugw("cannot hard-link CAR into transients; it will be copied on first fetch", "piece", key, "error", err)
-		return ""
+// checkCARPath returns the absolute path of a CAR given at registration,
+// which must be a regular file: it is read in place, and a device such as
+// /dev/zero would read without end.
+func checkCARPath(carPath string) (string, error) {
+	abs, err := filepath.Abs(carPath)
+	if err != nil {
+		return "", fmt.Errorf("CAR file %s: %w", carPath, err)
 	}
-	return p
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("CAR file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("CAR file %s is not a regular file (%s)", abs, st.Mode().Type())
+	}
+	return abs, nil
 }
 
-// transientPath is where the dagstore's mount upgrader keeps a piece's copy.
-func transientPath(root string, key shard.Key) string {
-	return filepath.Join(root, transientsDir, "transient-"+key.String()+".complete")
+// newMount returns the mount of a piece, read through the MinerAPI.
+func (w *Wrapper) newMount(pieceCid cid.Cid) *pieceMount {
+	return &pieceMount{API: w.api, Transients: w.transients, PieceCid: pieceCid, Indexes: w.irepo, IndexThrottle: w.indexThrottle}
 }
 
 // LoadShard returns a read-only blockstore over the piece. A piece the
@@ -710,12 +718,7 @@ func (w *Wrapper) purge(ctx context.Context, key shard.Key) error {
 	if _, err := w.irepo.DropFullIndex(key); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("drop index: %w", err)
 	}
-	for _, p := range []string{transientPath(w.cfg.RootDir, key), strings.TrimSuffix(transientPath(w.cfg.RootDir, key), ".complete") + ".partial"} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove transient: %w", err)
-		}
-	}
-	return nil
+	return w.transients.remove(key)
 }
 
 // indexMultihashes adapts a CAR index to the dagstore's multihash iterator.

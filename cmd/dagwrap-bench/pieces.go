@@ -72,7 +72,7 @@ func (a randomAPI) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Read
 func (randomAPI) RandomAccess() bool { return true }
 
 // seqAPI is a MinerAPI of the original design: its readers only stream, so
-// the dagstore copies each piece into transients/ before using it.
+// each piece is copied into transients/ before it is used.
 type seqAPI struct{ *pieceStore }
 
 func (a seqAPI) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Reader, error) {

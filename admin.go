@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -440,6 +441,9 @@ type IndexStats struct {
 	Indexed   bool  // false until the shard has been initialised
 	Blocks    int   // entries in the index: one per indexed section (a block stored twice counts twice)
 	IndexSize int64 // bytes of the index file
+	// Oversized lists the blocks left out of the index because they are
+	// larger than the blockstore serves (8 MiB): never announced.
+	Oversized []OversizedBlock
 }
 
 // IndexStats returns the statistics of the piece's index. A shard not
@@ -475,7 +479,11 @@ func (w *Wrapper) IndexStats(pieceCid cid.Cid) (IndexStats, error) {
 	} else if err := idx.ForEach(func(multihash.Multihash, uint64) error { n++; return nil }); err != nil {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: read index: %w", pieceCid, err)
 	}
-	return IndexStats{Indexed: true, Blocks: n, IndexSize: int64(st.Size)}, nil
+	over, err := readOversized(filepath.Join(w.cfg.RootDir, oversizedDir), key)
+	if err != nil {
+		return IndexStats{}, fmt.Errorf("index stats of piece %s: %w", pieceCid, err)
+	}
+	return IndexStats{Indexed: true, Blocks: n, IndexSize: int64(st.Size), Oversized: over}, nil
 }
 
 // StateName is the short lower-case name of a shard state, as operators

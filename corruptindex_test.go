@@ -200,6 +200,10 @@ func TestOversizedBlockIsNotAnnounced(t *testing.T) {
 	if _, err := bs.GetSize(ctx, big.Cid()); err == nil {
 		t.Fatal("GetSize of the oversized block succeeded")
 	}
+	st, err := w.IndexStats(pc)
+	if err != nil || len(st.Oversized) != 1 || !st.Oversized[0].CID.Equals(big.Cid()) || st.Oversized[0].Size != uint64(len(big.RawData())) {
+		t.Fatalf("IndexStats.Oversized = %+v, %v; want the big block", st.Oversized, err)
+	}
 	for _, b := range small {
 		got, err := bs.Get(ctx, b.Cid())
 		if err != nil || !bytes.Equal(got.RawData(), b.RawData()) {

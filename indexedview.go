@@ -151,6 +151,10 @@ func (m *pieceMount) withIndex(ctx context.Context, r mount.Reader) (mount.Reade
 		log.Warnw("block left out of the piece's index: larger than the blockstore serves",
 			"piece", m.PieceCid, "block", b.CID, "size", b.Size, "limit", maxServedSection)
 	}
+	if err := writeOversized(m.Oversized, shard.KeyFromCID(m.PieceCid), px.skipped); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)
+	}
 	view, err := newIndexedView(r, px)
 	if err != nil {
 		_ = r.Close()

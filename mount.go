@@ -256,6 +256,9 @@ type pieceMount struct {
 	Indexes index.FullIndexRepo
 	// IndexThrottle bounds the pieces indexed at once (MaxConcurrentIndex).
 	IndexThrottle throttle.Throttler
+	// Oversized is the folder where the blocks left out of a piece's index
+	// are listed (see oversized.go).
+	Oversized string
 
 	// localPath is a CAR on local disk given at registration; it is read
 	// in place instead of the API while it exists. It is deliberately

@@ -521,7 +521,7 @@ func checkCARPath(carPath string) (string, error) {
 
 // newMount returns the mount of a piece, read through the MinerAPI.
 func (w *Wrapper) newMount(pieceCid cid.Cid) *pieceMount {
-	return &pieceMount{API: w.api, Transients: w.transients, PieceCid: pieceCid, Indexes: w.irepo, IndexThrottle: w.indexThrottle}
+	return &pieceMount{API: w.api, Transients: w.transients, PieceCid: pieceCid, Indexes: w.irepo, IndexThrottle: w.indexThrottle, Oversized: filepath.Join(w.cfg.RootDir, oversizedDir)}
 }
 
 // LoadShard returns a read-only blockstore over the piece. A piece the
@@ -717,6 +717,9 @@ func (w *Wrapper) purge(ctx context.Context, key shard.Key) error {
 	}
 	if _, err := w.irepo.DropFullIndex(key); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("drop index: %w", err)
+	}
+	if err := removeOversized(filepath.Join(w.cfg.RootDir, oversizedDir), key); err != nil {
+		return err
 	}
 	return w.transients.remove(key)
 }

@@ -106,6 +106,15 @@ type infoJSON struct {
 	CARSize    uint64   `json:"car_size,omitempty"`
 	CARBlocks  int      `json:"car_blocks,omitempty"`
 	Roots      []string `json:"roots,omitempty"`
+	// Oversized lists blocks left out of the index: larger than the
+	// blockstore serves, so never announced.
+	Oversized []oversizedJSON `json:"oversized_blocks,omitempty"`
+}
+
+type oversizedJSON struct {
+	CID    string `json:"cid"`
+	Offset int64  `json:"offset"`
+	Size   uint64 `json:"size"`
 }
 
 func (a *app) infoCmd() *cobra.Command {
@@ -124,6 +133,9 @@ func (a *app) infoCmd() *cobra.Command {
 			// still worth showing.
 			if st, err := n.w.IndexStats(pc); err == nil {
 				out.Indexed, out.IndexSize, out.Blocks = st.Indexed, st.IndexSize, st.Blocks
+				for _, b := range st.Oversized {
+					out.Oversized = append(out.Oversized, oversizedJSON{CID: b.CID.String(), Offset: b.Offset, Size: b.Size})
+				}
 			} else if si.State != dagstore.ShardStateErrored {
 				return err
 			}
@@ -145,6 +157,9 @@ func (a *app) infoCmd() *cobra.Command {
 				fmt.Fprintf(tw, "index:\t%d blocks, %d bytes\n", out.Blocks, out.IndexSize)
 			} else {
 				fmt.Fprintf(tw, "index:\tnone yet (run: dagwrap init %s)\n", out.PieceCID)
+			}
+			for _, b := range out.Oversized {
+				fmt.Fprintf(tw, "not indexed:\tblock %s (%d bytes at offset %d): over the blockstore's 8 MiB section limit\n", b.CID, b.Size, b.Offset)
 			}
 			if out.File == "" {
 				fmt.Fprintf(tw, "file:\tnot in the piece folder\n")

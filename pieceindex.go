@@ -66,7 +66,10 @@ var errNotCARv1 = errors.New("not a CARv1")
 // asks go-car to. A section cut short by the end of the piece is indexed as
 // go-car does: its reads fail later, naming the piece.
 func indexPiece(r io.Reader, size int64) (*pieceIndex, error) {
-	br := bufio.NewReaderSize(io.LimitReader(r, size), 1<<20)
+	const bufSize = 64 << 10
+	lr := io.LimitReader(r, size)
+	br := bufio.NewReaderSize(lr, bufSize)
+	seeker, _ := r.(io.Seeker)
 	hlen, err := varint.ReadUvarint(br)
 	if err != nil {
 		return nil, fmt.Errorf("CAR header: %w", noEOF(err))
@@ -116,6 +119,18 @@ func indexPiece(r io.Reader, size int64) (*pieceIndex, error) {
 			px.skipped = append(px.skipped, skippedBlock{CID: c, Offset: start, Size: slen - uint64(clen)})
 		} else if err := px.add(c, start); err != nil {
 			return nil, fmt.Errorf("section at offset %d: %w", start, err)
+		}
+		if seeker != nil && slen > bufSize && off+int64(slen) <= size {
+			// A big block: seek past its data rather than read it.
+			skip := int64(slen) - int64(br.Buffered())
+			if _, err := seeker.Seek(skip, io.SeekCurrent); err != nil {
+				return nil, fmt.Errorf("section at offset %d: seek: %w", start, err)
+			}
+			off += int64(slen)
+			lr = io.LimitReader(r, size-off)
+			br.Reset(lr)
+			px.dataEnd = off
+			continue
 		}
 		n, err := br.Discard(int(slen))
 		off += int64(n)

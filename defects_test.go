@@ -140,17 +140,12 @@ type reconcileBlocker struct {
 }
 
 func (b *reconcileBlocker) Query(ctx context.Context, q query.Query) (query.Results, error) {
-	pcs := make([]uintptr, 64)
-	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
-	for f, more := frames.Next(); more; f, more = frames.Next() {
-		if strings.Contains(f.Function, ").reconcile") {
-			b.once.Do(func() { close(b.held) })
-			select {
-			case <-b.release:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			break
+	if calledFrom(").reconcile") {
+		b.once.Do(func() { close(b.held) })
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 	return b.Batching.Query(ctx, q)
@@ -161,18 +156,7 @@ func (b *reconcileBlocker) Query(ctx context.Context, q query.Query) (query.Resu
 // has got (here: not started at all). The flag that made lookups read the
 // stock index used to be set by that rebuild.
 func TestLotusLookupsRightAfterStart(t *testing.T) {
-	root := t.TempDir()
-	api := newFakeAPI(true)
-	pc := api.addPiece(t, "testdata/sample.car")
-	p, _ := api.path(pc)
-	lotusRoot(t, root, map[string]string{pc.String(): p}, map[string]dagstore.PersistedShard{
-		pc.String(): {Key: pc.String(), URL: "lotus://" + pc.String(), State: dagstore.ShardStateAvailable},
-	})
-	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{Compression: ldbopts.NoCompression})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ldb.Close()
+	root, api, pc, _, ldb := sampleLotusRoot(t)
 	store := &reconcileBlocker{Batching: ldb, release: make(chan struct{}), held: make(chan struct{})}
 	w, err := New(Config{RootDir: root}, api, WithDatastore(store))
 	if err != nil {
@@ -228,18 +212,7 @@ func TestDestroyedKeysAreBounded(t *testing.T) {
 // and the old entries are deleted.
 func TestPreviousLayoutIsConverted(t *testing.T) {
 	ctx := context.Background()
-	root := t.TempDir()
-	api := newFakeAPI(true)
-	pc := api.addPiece(t, "testdata/sample.car")
-	p, _ := api.path(pc)
-	lotusRoot(t, root, map[string]string{pc.String(): p}, map[string]dagstore.PersistedShard{
-		pc.String(): {Key: pc.String(), URL: "lotus://" + pc.String(), State: dagstore.ShardStateAvailable},
-	})
-	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{Compression: ldbopts.NoCompression})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ldb.Close()
+	root, api, pc, p, ldb := sampleLotusRoot(t)
 	old := newTopIndex(ldb)
 	if err := old.dropLegacy(ctx); err != nil { // only the previous dagwrap layout
 		t.Fatal(err)
@@ -341,4 +314,24 @@ func TestBlockstoreUndefinedCID(t *testing.T) {
 			t.Errorf("%s(cid.Undef) = %v, want ErrUndefinedCID naming the piece", name, err)
 		}
 	}
+}
+
+// sampleLotusRoot writes a Lotus root holding sample.car as an available
+// shard, served by the returned API, and opens its LevelDB (closed at
+// cleanup) for a test to hand to the Wrapper as the node's datastore.
+func sampleLotusRoot(t *testing.T) (root string, api *fakeAPI, pc cid.Cid, path string, ldb *levelds.Datastore) {
+	t.Helper()
+	root = t.TempDir()
+	api = newFakeAPI(true)
+	pc = api.addPiece(t, "testdata/sample.car")
+	path, _ = api.path(pc)
+	lotusRoot(t, root, map[string]string{pc.String(): path}, map[string]dagstore.PersistedShard{
+		pc.String(): {Key: pc.String(), URL: "lotus://" + pc.String(), State: dagstore.ShardStateAvailable},
+	})
+	ldb, err := levelds.NewDatastore(filepath.Join(root, datastoreDir), &levelds.Options{Compression: ldbopts.NoCompression})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ldb.Close() })
+	return root, api, pc, path, ldb
 }

@@ -175,7 +175,11 @@ func TestPartialPieceIsNotReported(t *testing.T) {
 	if got := lookup(t, x, h[0]); got != nil || x.Complete(k) {
 		t.Fatalf("a piece with part of its entries is reported: %v", got)
 	}
-	// "Crash": the insert is stopped where it is.
+	// "Crash": the insert is stopped where it is (cancelled before it may
+	// go on, so it can never complete).
+	x.mu.Lock()
+	x.cancel()
+	x.mu.Unlock()
 	close(it.release)
 	x.Close()
 	db.Close()

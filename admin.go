@@ -61,8 +61,8 @@ func (w *Wrapper) initShard(ctx context.Context, pieceCid cid.Cid) error {
 		w.closeLate(ch, release)
 		return err
 	}
+	w.closeAccessor(res) // before the hold ends: see loadShard
 	release()
-	w.closeAccessor(res)
 	return res.Error
 }
 

@@ -28,8 +28,11 @@ type shardBlockstore struct {
 	dagstore.ReadBlockstore
 	piece cid.Cid
 	acc   *dagstore.ShardAccessor
-	once  sync.Once
-	err   error
+	// closed ends the piece's open count (pieceLocks.opened) once the
+	// accessor's release is queued.
+	closed func()
+	once   sync.Once
+	err    error
 	// hashOnRead is kept here: go-car v2.4.1's blockstore ignores the flag.
 	hashOnRead atomic.Bool
 }
@@ -91,6 +94,9 @@ func (b *shardBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
 }
 
 func (b *shardBlockstore) Close() error {
-	b.once.Do(func() { b.err = b.acc.Close() })
+	b.once.Do(func() {
+		b.err = b.acc.Close()
+		b.closed()
+	})
 	return b.err
 }

@@ -16,6 +16,10 @@ type pieceLocks struct {
 	// to close when a piece's count drops to zero.
 	pending map[shard.Key]int
 	idle    map[shard.Key][]chan struct{}
+	// open counts the accessors of each piece that callers hold (open
+	// blockstores): the fact destroy refuses on, instead of the dagstore's
+	// "active references" error text.
+	open map[shard.Key]int
 }
 
 type pieceLock struct {
@@ -99,4 +103,33 @@ func (p *pieceLocks) held(key shard.Key) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.pending[key] > 0
+}
+
+// opened records an accessor of key handed to a caller, until the returned
+// func is called once the accessor is closed. Call it before the acquire's
+// hold ends, so destroy never sees the piece free while it is served.
+func (p *pieceLocks) opened(key shard.Key) func() {
+	p.mu.Lock()
+	if p.open == nil {
+		p.open = make(map[shard.Key]int)
+	}
+	p.open[key]++
+	p.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			if p.open[key]--; p.open[key] <= 0 {
+				delete(p.open, key)
+			}
+			p.mu.Unlock()
+		})
+	}
+}
+
+// openCount returns how many accessors of key callers hold.
+func (p *pieceLocks) openCount(key shard.Key) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open[key]
 }

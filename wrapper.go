@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -571,7 +570,9 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 		w.closeLate(ch, release)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, err)
 	}
-	release() // from here an accessor holds the shard, or the acquire failed
+	// The hold ends only once the accessor is closed or counted as open, so
+	// a destroy never finds the piece free while the dagstore still serves it.
+	defer release()
 	if res.Error != nil {
 		w.closeAccessor(res)
 		return nil, fmt.Errorf("load piece %s: %w", pieceCid, res.Error)
@@ -581,7 +582,8 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 		w.closeAccessor(res)
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
-	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor}, nil
+	closed := w.pieces.opened(key)
+	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor, closed: closed}, nil
 }
 
 // acquire queues an acquisition of the shard, held (see pieceLocks.hold)
@@ -621,7 +623,7 @@ func (w *Wrapper) DestroyShard(ctx context.Context, pieceCid cid.Cid, resch chan
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		ch <- dagstore.ShardResult{Key: key, Error: w.destroy(pieceCid)}
+		ch <- dagstore.ShardResult{Key: key, Error: w.destroy(ctx, pieceCid)}
 	}()
 	w.forward(ctx, pieceCid, ch, resch, nil)
 	return nil
@@ -637,16 +639,34 @@ func (w *Wrapper) DestroyShardSync(ctx context.Context, pieceCid cid.Cid) error 
 		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
 	}
 	defer done()
-	if err := w.destroy(pieceCid); err != nil {
+	if err := w.destroy(ctx, pieceCid); err != nil {
 		return fmt.Errorf("destroy piece %s: %w", pieceCid, err)
 	}
 	return nil
 }
 
-func (w *Wrapper) destroy(pieceCid cid.Cid) error {
+func (w *Wrapper) destroy(ctx context.Context, pieceCid cid.Cid) error {
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
+	// A caller's open blockstore keeps the shard: refuse at once.
+	if n := w.pieces.openCount(key); n > 0 {
+		return fmt.Errorf("%w: %d blockstores open", ErrShardInUse, n)
+	}
+	// A queued acquire or recovery may start an initialisation before the
+	// dagstore gets to the destroy, and a late accessor nobody waited for
+	// is still being closed: both end on their own, so wait for them. New
+	// ones queue under the piece lock, which is held here.
+	select {
+	case <-w.pieces.whenIdle(key):
+	case <-ctx.Done():
+		return fmt.Errorf("%w: an acquire or recovery is pending: %w", ErrShardInUse, ctx.Err())
+	case <-w.ctx.Done():
+		return ErrClosed
+	}
+	if n := w.pieces.openCount(key); n > 0 { // an acquire that ended in a caller's hands
+		return fmt.Errorf("%w: %d blockstores open", ErrShardInUse, n)
+	}
 	info, err := w.shardInfo(key)
 	if err != nil {
 		if _, bad := w.bad.get(key); bad && errors.Is(err, dagstore.ErrShardUnknown) {
@@ -659,19 +679,13 @@ func (w *Wrapper) destroy(pieceCid cid.Cid) error {
 	if info.ShardState == dagstore.ShardStateInitializing || info.ShardState == dagstore.ShardStateRecovering {
 		return fmt.Errorf("%w: shard is %s", ErrShardInUse, info.ShardState)
 	}
-	// A queued acquire or recovery may start an initialisation before the
-	// dagstore gets to the destroy.
-	if w.pieces.held(key) {
-		return fmt.Errorf("%w: an acquire or recovery is pending", ErrShardInUse)
-	}
+	// Every release of an accessor was queued before this destroy (the
+	// counts above), and the dagstore handles both in order.
 	res, err := w.destroyShard(key)
 	if err != nil {
 		return err
 	}
 	if res.Error != nil {
-		if strings.Contains(res.Error.Error(), "active references") {
-			return fmt.Errorf("%w: %v", ErrShardInUse, res.Error)
-		}
 		return res.Error
 	}
 	// An initialisation the destroy raced with writes the record back when

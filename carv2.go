@@ -24,28 +24,19 @@ const indexOffsetAt = carv2.PragmaSize + 16 + 8 + 8
 // headLen is how much of a piece's start maskIndex looks at.
 const headLen = indexOffsetAt + 8
 
-// maskIndex returns r reading as the same piece with any CARv2 index
-// offset zeroed. A random-access reader without one is returned as it is
-// (the dagstore memory-maps files); a sequential one is always wrapped, its
-// start having been read.
-func maskIndex(r mount.Reader, randomAccess bool) (mount.Reader, error) {
+// maskIndex returns r (random access: the mount always declares it) reading
+// as the same piece with any CARv2 index offset zeroed. A reader without one
+// is returned as it is (the dagstore memory-maps files).
+func maskIndex(r mount.Reader) (mount.Reader, error) {
 	head := make([]byte, headLen)
-	if randomAccess {
-		n, err := r.ReadAt(head, 0)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("read header: %w", err)
-		}
-		if !zeroIndexOffset(head[:n]) {
-			return r, nil
-		}
-		return &maskedAt{Reader: r, head: head[:n]}, nil
-	}
-	n, err := io.ReadFull(r, head)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+	n, err := r.ReadAt(head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
-	zeroIndexOffset(head[:n])
-	return &maskedStream{Reader: r, head: head[:n]}, nil
+	if !zeroIndexOffset(head[:n]) {
+		return r, nil
+	}
+	return &maskedAt{Reader: r, head: head[:n]}, nil
 }
 
 // zeroIndexOffset zeroes the index offset in head if it is the start of a
@@ -61,25 +52,6 @@ func zeroIndexOffset(head []byte) bool {
 	copy(off, make([]byte, 8))
 	return true
 }
-
-// maskedStream is a sequential piece whose start was read into head.
-type maskedStream struct {
-	mount.Reader
-	head []byte
-}
-
-func (s *maskedStream) Read(p []byte) (int, error) {
-	if len(s.head) > 0 {
-		n := copy(p, s.head)
-		s.head = s.head[n:]
-		return n, nil
-	}
-	return s.Reader.Read(p)
-}
-
-// A stream's start is gone: it cannot seek or read at offsets any more.
-func (s *maskedStream) ReadAt([]byte, int64) (int, error) { return 0, mount.ErrRandomAccessUnsupported }
-func (s *maskedStream) Seek(int64, int) (int64, error)    { return 0, mount.ErrSeekUnsupported }
 
 // maskedAt is a random-access CARv2 piece read with head (its start,
 // masked) overlaid. Reads go through ReadAt at its own offset.

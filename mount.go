@@ -372,7 +372,7 @@ func (m *pieceMount) fetch(ctx context.Context) (mount.Reader, error) {
 // mask hides a CARv2 piece's own index from the dagstore (see maskIndex).
 // Every reader Fetch hands out has random access.
 func (m *pieceMount) mask(r mount.Reader) (mount.Reader, error) {
-	masked, err := maskIndex(r, true)
+	masked, err := maskIndex(r)
 	if err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("piece %s: %w", m.PieceCid, err)

@@ -1,0 +1,137 @@
+package dagwrap
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	carindex "github.com/ipld/go-car/v2/index"
+)
+
+// ShardInfo describes one piece's shard.
+type ShardInfo struct {
+	PieceCID cid.Cid
+	State    dagstore.ShardState
+	Error    error
+}
+
+// GetPiecesContainingBlock returns the registered pieces that hold the
+// block, or an error wrapping ErrBlockNotFound.
+func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) {
+	if err := checkCID("block", blockCID); err != nil {
+		return nil, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
+	}
+	defer done()
+	keys, err := w.top.GetShardsForMultihash(w.ctx, blockCID.Hash())
+	if err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
+	}
+	pieces := make([]cid.Cid, 0, len(keys))
+	for _, k := range keys {
+		// Entries of a shard whose destroy was interrupted may linger
+		// until the next start; never report a piece that is gone.
+		if _, err := w.shardInfo(k); err != nil {
+			continue
+		}
+		c, err := cid.Decode(k.String())
+		if err != nil {
+			continue
+		}
+		pieces = append(pieces, c)
+	}
+	if len(pieces) == 0 {
+		return nil, fmt.Errorf("look up block %s: %w", blockCID, ErrBlockNotFound)
+	}
+	return pieces, nil
+}
+
+// GetIterableIndexForPiece returns the piece's CAR index (multihash ->
+// offset). The shard must have been initialised.
+func (w *Wrapper) GetIterableIndexForPiece(pieceCid cid.Cid) (carindex.IterableIndex, error) {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return nil, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	key := shard.KeyFromCID(pieceCid)
+	if _, err := w.shardInfo(key); err != nil {
+		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
+	}
+	idx, err := w.dagst.GetIterableIndex(key)
+	if err != nil {
+		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
+	}
+	return idx, nil
+}
+
+// ShardInfo returns the state of the piece's shard, or an error wrapping
+// ErrShardUnknown.
+func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return ShardInfo{}, err
+	}
+	done, err := w.begin()
+	if err != nil {
+		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	key := shard.KeyFromCID(pieceCid)
+	info, err := w.shardInfo(key)
+	if err != nil {
+		if bad, ok := w.bad.get(key); ok {
+			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
+		}
+		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
+	}
+	return toShardInfo(pieceCid, info), nil
+}
+
+func toShardInfo(pieceCid cid.Cid, info dagstore.ShardInfo) ShardInfo {
+	si := ShardInfo{PieceCID: pieceCid, State: info.ShardState}
+	if info.Error != nil {
+		si.Error = fmt.Errorf("piece %s: %w", pieceCid, info.Error)
+	}
+	return si
+}
+
+// ListShards returns every shard, sorted by piece CID, including records
+// that could not be restored (as errored shards).
+func (w *Wrapper) ListShards() ([]ShardInfo, error) {
+	done, err := w.begin()
+	if err != nil {
+		return nil, fmt.Errorf("list shards: %w", err)
+	}
+	defer done()
+	all := w.allShardsInfo()
+	bad := w.bad.all()
+	out := make([]ShardInfo, 0, len(all)+len(bad))
+	for k, info := range all {
+		c, err := cid.Decode(k.String())
+		if err != nil {
+			w.log.Warnw("shard key is not a piece CID; not listed", "key", k)
+			continue
+		}
+		out = append(out, toShardInfo(c, info))
+	}
+	for k, err := range bad {
+		if _, known := all[k]; known {
+			continue
+		}
+		if c, derr := cid.Decode(k.String()); derr == nil {
+			out = append(out, ShardInfo{PieceCID: c, State: dagstore.ShardStateErrored, Error: err})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PieceCID.String() < out[j].PieceCID.String() })
+	return out, nil
+}

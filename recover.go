@@ -1,0 +1,160 @@
+package dagwrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+)
+
+// RecoverShard re-fetches and re-indexes an errored shard and returns once
+// it is available again, or the recovery's error. A shard that is not
+// errored is an error wrapping ErrShardNotErrored. If ctx ends first the
+// recovery goes on in the background.
+func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return err
+	}
+	done, err := w.beginCtx(ctx)
+	if err != nil {
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	// An automatic recovery (or an acquire) may be running: wait for it
+	// rather than be refused, and count it if it recovered the shard.
+	key := shard.KeyFromCID(pieceCid)
+	if err := w.fails.waitKey(ctx, key); err != nil {
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
+	before, _ := w.shardState(key)
+	if busy := w.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
+		select {
+		case <-w.pieces.whenIdle(key):
+		case <-ctx.Done():
+			return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
+		case <-w.ctx.Done():
+			return fmt.Errorf("recover piece %s: %w", pieceCid, ErrClosed)
+		}
+		if now, err := w.shardState(key); err == nil && busy && now.ShardState == dagstore.ShardStateAvailable {
+			return nil
+		}
+	}
+	ch := make(chan dagstore.ShardResult, 1)
+	if err := w.submitRecover(pieceCid, ch); err != nil {
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
+	res, err := w.wait(ctx, ch)
+	if err != nil {
+		w.unholdLate(ch, 1)
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
+	w.pieces.unhold(res.Key)
+	if err := res.Error; err != nil {
+		// Refused because an automatic recovery started meanwhile: its
+		// outcome is this call's.
+		if now, serr := w.shardState(key); serr == nil && now.ShardState != dagstore.ShardStateErrored {
+			select {
+			case <-w.pieces.whenIdle(key):
+			case <-ctx.Done():
+				return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
+			}
+			if now, serr = w.shardState(key); serr == nil && (now.ShardState == dagstore.ShardStateAvailable || now.ShardState == dagstore.ShardStateServing) {
+				return nil
+			}
+		}
+		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
+	}
+	return nil
+}
+
+// submitRecover queues the recovery of an errored shard (see
+// recoverShard); its result will arrive on ch, which must have room for it.
+func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) error {
+	key := shard.KeyFromCID(pieceCid)
+	info, err := w.shardState(key)
+	if err != nil {
+		return err
+	}
+	if info.ShardState != dagstore.ShardStateErrored {
+		return fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
+	}
+	return w.recoverShard(key, ch)
+}
+
+// RecoverAllResult says what RecoverAllShards did with each errored piece.
+type RecoverAllResult struct {
+	Recovered []cid.Cid
+	Failed    map[cid.Cid]error // each error names its piece
+}
+
+// RecoverAllShards recovers every errored shard, including records that
+// could not be restored at start (which fail with their cause, as no
+// recovery can revive them). The dagstore's limits bound how many run at
+// once. The error, if any, joins the failures.
+func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error) {
+	res := RecoverAllResult{Failed: map[cid.Cid]error{}}
+	done, err := w.beginCtx(ctx)
+	if err != nil {
+		return res, fmt.Errorf("recover all shards: %w", err)
+	}
+	defer done()
+
+	var errored []cid.Cid
+	for k, info := range w.allShardsInfo() {
+		if info.ShardState != dagstore.ShardStateErrored {
+			continue
+		}
+		if c, err := cid.Decode(k.String()); err == nil {
+			errored = append(errored, c)
+		}
+	}
+	for k, bad := range w.bad.all() {
+		if c, err := cid.Decode(k.String()); err == nil {
+			res.Failed[c] = bad
+		}
+	}
+	sort.Slice(errored, func(i, j int) bool { return errored[i].String() < errored[j].String() })
+
+	// One buffered channel for every result: the dagstore never waits on
+	// it, even after this call has given up.
+	ch := make(chan dagstore.ShardResult, len(errored))
+	pending := 0
+	for _, pc := range errored {
+		if err := w.submitRecover(pc, ch); err != nil {
+			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
+			continue
+		}
+		pending++
+	}
+	for ; pending > 0; pending-- {
+		r, err := w.wait(ctx, ch)
+		if err != nil {
+			w.unholdLate(ch, pending)
+			return res, fmt.Errorf("recover all shards: %d recoveries still running: %w", pending, err)
+		}
+		w.pieces.unhold(r.Key)
+		pc, err := cid.Decode(r.Key.String())
+		if err != nil {
+			continue
+		}
+		if r.Error != nil {
+			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, r.Error)
+		} else {
+			res.Recovered = append(res.Recovered, pc)
+		}
+	}
+	sort.Slice(res.Recovered, func(i, j int) bool { return res.Recovered[i].String() < res.Recovered[j].String() })
+	if len(res.Failed) > 0 {
+		errs := make([]error, 0, len(res.Failed))
+		for _, err := range res.Failed {
+			errs = append(errs, err)
+		}
+		sortErrors(errs)
+		return res, fmt.Errorf("recover all shards: %d of %d failed: %w", len(res.Failed), len(res.Failed)+len(res.Recovered), errors.Join(errs...))
+	}
+	return res, nil
+}

@@ -1,3 +1,35 @@
+// Package-level rules for dagwrap's per-shard state and its calls into the
+// dagstore (issue 10 will gather them into one owner type; until then this
+// is where they are written).
+//
+// Lock order (take left before right, never the reverse):
+//
+//	Wrapper.ops (shared by calls, exclusive by Close)
+//	  -> a piece lock (pieceLocks.lock: register, acquire queueing, destroy,
+//	     reconciliation, recovery queueing)
+//	    -> Wrapper.infoMu (shared: shard info; exclusive: a destroy in flight)
+//	      -> leaf mutexes, never held across a dagstore call or a wait:
+//	         pieceLocks.mu, shardRecords, badRecords, failures, transients
+//
+// dagstore v0.7.0 defects worked around, each with the test that pins it:
+//   - destroy vs shard info lock inversion (infolock.go):
+//     TestConcurrentOperations
+//   - a destroy racing an initialisation writes the record back
+//     (records.forget, pending holds here): TestDestroyRemovesEverything,
+//     TestCancelledLoadLeaksNothing
+//   - "active references" is only an error string: dagwrap counts the
+//     blockstores it hands out (opened) and the acquires it queued (hold):
+//     TestDestroyRemovesEverything, TestCancelledLoadLeaksNothing
+//   - a failure reaches its caller before it is recorded (failures.go):
+//     TestFailureSeenIsPersistedByClose
+//   - a lazy registration reported before its record is written
+//     (records.go): TestCrashConsistency
+//   - records stuck in "recovering" after an interrupted recovery:
+//     TestInterruptedRecoveryIsNotStuck
+//   - an unrestorable record aborts start-up (restore.go): badrecords_test.go
+//   - a lookup right after Start misses a Lotus root's index:
+//     TestLotusLookupsRightAfterStart
+
 package dagwrap
 
 import (

@@ -33,7 +33,8 @@ type shardBlockstore struct {
 	closed func()
 	once   sync.Once
 	err    error
-	// hashOnRead is kept here: go-car v2.4.1's blockstore ignores the flag.
+	// hashOnRead is kept here: go-car's read-only blockstore (v2.14.2 too)
+	// ignores the flag.
 	hashOnRead atomic.Bool
 }
 

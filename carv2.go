@@ -11,7 +11,7 @@ import (
 )
 
 // A CARv2 piece may carry an index. The dagstore reads it instead of
-// indexing the data, and go-car (v2.4.1) trusts its lengths: a corrupt one
+// indexing the data, and go-car trusts its lengths: a corrupt one
 // panics in a dagstore goroutine, taking the node down, or allocates
 // gigabytes. A piece is untrusted input, so dagwrap hides that index (it
 // reads the header's index offset as zero) and the dagstore indexes the data

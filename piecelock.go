@@ -90,14 +90,18 @@ func (p *pieceLocks) lock(key shard.Key) func() {
 // would destroy it anyway and then write it back, so destroy refuses.
 // Call it with the piece locked, right after queueing.
 func (p *pieceLocks) hold(key shard.Key) func() {
+	p.count(&p.pending, key)
+	return sync.OnceFunc(func() { p.unhold(key) })
+}
+
+// count adds one to key's entry in *m, creating the map if needed.
+func (p *pieceLocks) count(m *map[shard.Key]int, key shard.Key) {
 	p.mu.Lock()
-	if p.pending == nil {
-		p.pending = make(map[shard.Key]int)
+	defer p.mu.Unlock()
+	if *m == nil {
+		*m = make(map[shard.Key]int)
 	}
-	p.pending[key]++
-	p.mu.Unlock()
-	var once sync.Once
-	return func() { once.Do(func() { p.unhold(key) }) }
+	(*m)[key]++
 }
 
 // unhold ends one hold of key.
@@ -141,22 +145,14 @@ func (p *pieceLocks) held(key shard.Key) bool {
 // func is called once the accessor is closed. Call it before the acquire's
 // hold ends, so destroy never sees the piece free while it is served.
 func (p *pieceLocks) opened(key shard.Key) func() {
-	p.mu.Lock()
-	if p.open == nil {
-		p.open = make(map[shard.Key]int)
-	}
-	p.open[key]++
-	p.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			p.mu.Lock()
-			if p.open[key]--; p.open[key] <= 0 {
-				delete(p.open, key)
-			}
-			p.mu.Unlock()
-		})
-	}
+	p.count(&p.open, key)
+	return sync.OnceFunc(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.open[key]--; p.open[key] <= 0 {
+			delete(p.open, key)
+		}
+	})
 }
 
 // openCount returns how many accessors of key callers hold.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
@@ -59,7 +60,7 @@ func (w *Wrapper) initShard(ctx context.Context, pieceCid cid.Cid) error {
 		w.closeLate(ch, release)
 		return err
 	}
-	w.closeAccessor(res) // before the hold ends: see loadShard
+	w.closeAccessor(res) // before the hold ends: see openShard
 	release()
 	return res.Error
 }
@@ -266,12 +267,23 @@ type ReclaimedTransient struct {
 // being read, or errored, and what dead shards and interrupted copies left
 // in transients/, and reports what it removed. Pieces read through a
 // random-access MinerAPI have no transients, so there is nothing to reclaim.
+// It first closes the pieces Blockstore keeps open that no request is
+// reading, so their shards count as not being read.
 func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
 	done, err := w.beginCtx(ctx)
 	if err != nil {
 		return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", err)
 	}
 	defer done()
+	for _, released := range w.cache.sweep(time.Time{}, true) {
+		select {
+		case <-released:
+		case <-ctx.Done():
+			return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", ctx.Err())
+		case <-w.ctx.Done():
+			return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", ErrClosed)
+		}
+	}
 	// Bounded by Close too, though Close waits for it.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

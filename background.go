@@ -19,6 +19,7 @@ func (w *Wrapper) traceLoop(available chan<- shard.Key) {
 		case t := <-w.traceCh:
 			w.m.trace(t)
 			w.fails.observe(t)
+			w.releases.observe(t)
 			if t.Op == dagstore.OpShardMakeAvailable {
 				select {
 				case available <- t.Key:

@@ -61,6 +61,17 @@ func (w *Wrapper) destroy(ctx context.Context, pieceCid cid.Cid) error {
 	key := shard.KeyFromCID(pieceCid)
 	unlock := w.pieces.lock(key)
 	defer unlock()
+	// The cross-piece blockstore's copy closes once its requests in flight
+	// end; new ones wait for the piece lock and then find the piece gone.
+	if gone := w.cache.evict(key); gone != nil {
+		select {
+		case <-gone:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: requests through Blockstore are reading it: %w", ErrShardInUse, ctx.Err())
+		case <-w.ctx.Done():
+			return ErrClosed
+		}
+	}
 	// A caller's open blockstore keeps the shard: refuse at once.
 	if n := w.pieces.openCount(key); n > 0 {
 		return fmt.Errorf("%w: %d blockstores open", ErrShardInUse, n)

@@ -91,12 +91,14 @@ func (w *Wrapper) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagst
 // error and the accessor that arrives later is closed.
 func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
 	start := w.m.now()
-	bs, err := w.loadShard(ctx, pieceCid)
+	bs, err := w.openShard(ctx, pieceCid, true)
 	w.m.observe(opAcquire, start, err)
 	return bs, err
 }
 
-func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
+// openShard is LoadShard; with lazy unset, a piece the dagstore does not
+// know is an error wrapping ErrShardUnknown instead of a registration.
+func (w *Wrapper) openShard(ctx context.Context, pieceCid cid.Cid, lazy bool) (ClosableBlockstore, error) {
 	pieceCid, err := pieceV1(pieceCid)
 	if err != nil {
 		return nil, fmt.Errorf("load piece: %w", err)
@@ -112,7 +114,7 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 	// Acquire under the wrapper's context, not the caller's: the dagstore
 	// drops (without closing) a reader fetched under a cancelled context.
 	release, err := w.acquire(key, ch)
-	if errors.Is(err, dagstore.ErrShardUnknown) {
+	if lazy && errors.Is(err, dagstore.ErrShardUnknown) {
 		// Only a piece the node has is registered: a load of anything else
 		// would leave an errored shard behind for good.
 		if _, err := w.api.GetUnpaddedCARSize(ctx, pieceCid); err != nil {

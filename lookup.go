@@ -1,14 +1,12 @@
 package dagwrap
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
-	ds "github.com/ipfs/go-datastore"
 	carindex "github.com/ipld/go-car/v2/index"
 )
 
@@ -30,22 +28,9 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}
 	defer done()
-	keys, err := w.top.GetShardsForMultihash(w.ctx, blockCID.Hash())
-	if err != nil && !errors.Is(err, ds.ErrNotFound) {
+	pieces, err := w.localPieces(w.ctx, blockCID.Hash())
+	if err != nil {
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
-	}
-	pieces := make([]cid.Cid, 0, len(keys))
-	for _, k := range keys {
-		// Entries of a shard whose destroy was interrupted may linger
-		// until the next start; never report a piece that is gone.
-		if _, err := w.shardInfo(k); err != nil {
-			continue
-		}
-		c, err := cid.Decode(k.String())
-		if err != nil {
-			continue
-		}
-		pieces = append(pieces, c)
 	}
 	if len(pieces) == 0 {
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, ErrBlockNotFound)

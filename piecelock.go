@@ -9,7 +9,12 @@
 //	     reconciliation, recovery queueing)
 //	    -> Wrapper.infoMu (shared: shard info; exclusive: a destroy in flight)
 //	      -> leaf mutexes, never held across a dagstore call or a wait:
-//	         pieceLocks.mu, shardRecords, badRecords, failures, transients
+//	         pieceLocks.mu, pieceCache.mu, releases, shardRecords,
+//	         badRecords, failures, transients
+//
+// The cross-piece blockstore's cache (piececache.go) loads and closes
+// pieces with no lock held; a destroy evicts the piece under its piece lock
+// and waits for the requests reading it, which take no piece lock.
 //
 // dagstore v0.7.0 defects worked around, each with the test that pins it:
 //   - destroy vs shard info lock inversion (infolock.go):
@@ -29,6 +34,9 @@
 //   - an unrestorable record aborts start-up (restore.go): badrecords_test.go
 //   - a lookup right after Start misses a Lotus root's index:
 //     TestLotusLookupsRightAfterStart
+//   - closing an accessor only queues its release, so a GC right after it
+//     sees the shard in use (releases, fed by the trace loop):
+//     TestGCClosesIdleCachedPieces
 
 package dagwrap
 

@@ -52,6 +52,8 @@ type Config struct {
 	MaxConcurrencyStorageCalls int           // MinerAPI calls at once; 0 means the default, 100
 	MaxConcurrentUnseals       int           // fetches at once of pieces that must be unsealed first; 0 means the default, 5
 	GCInterval                 time.Duration // 0 means the default, 1 minute
+	OpenPieces                 int           // pieces Blockstore keeps open when idle; 0 means the default, 64
+	OpenPieceIdle              time.Duration // how long Blockstore keeps an unused piece open; 0 means the default, 2 minutes
 }
 
 func (c Config) withDefaults() Config {
@@ -69,6 +71,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GCInterval <= 0 {
 		c.GCInterval = DefaultGCInterval
+	}
+	if c.OpenPieces <= 0 {
+		c.OpenPieces = DefaultOpenPieces
+	}
+	if c.OpenPieceIdle <= 0 {
+		c.OpenPieceIdle = DefaultOpenPieceIdle
 	}
 	return c
 }
@@ -123,7 +131,9 @@ type Wrapper struct {
 	// so nothing touches the dagstore or the datastore after they close.
 	ops sync.RWMutex
 
-	pieces pieceLocks
+	pieces   pieceLocks
+	cache    *pieceCache // the pieces Blockstore keeps open
+	releases releases    // accessor releases the dagstore has yet to process
 
 	// records is the view of store the dagstore keeps shard records in.
 	records *shardRecords
@@ -181,6 +191,7 @@ func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 	}
 	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
 	w.applyLogger(o)
+	w.cache = newPieceCache(w, cfg.OpenPieces, cfg.OpenPieceIdle)
 	if err := w.open(api, o); err != nil {
 		_ = w.closeStore()
 		w.m.unregister()
@@ -284,6 +295,7 @@ func (w *Wrapper) Close() error {
 	w.cancel()       // wakes callers waiting on results, stops GC and recovery
 	w.ops.Lock()     // waits for calls in flight to return
 	defer w.ops.Unlock()
+	w.cache.close() // no call in flight: no cached piece is in use
 	// Failures callers saw are on disk before the event loop stops.
 	if !w.fails.wait(failureSettleLimit) {
 		w.log.Warnw("closing before the dagstore recorded every shard failure it reported")

@@ -1,0 +1,312 @@
+package dagwrap
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/shard"
+	"github.com/ipfs/go-cid"
+)
+
+// Defaults of the cross-piece blockstore's cache of open pieces.
+const (
+	DefaultOpenPieces     = 64
+	DefaultOpenPieceIdle  = 2 * time.Minute
+	minOpenPieceSweepTick = time.Second
+)
+
+// pieceCache keeps pieces open for the cross-piece blockstore: at most max
+// of them idle, none idle longer than idle. Concurrent requests for one
+// piece share one acquire. A piece in use is never closed under its users:
+// an evicted one (destroy, GC, the bound) closes on its last release.
+//
+// Lock order: the piece lock (pieceLocks.lock), then mu. mu is never held
+// while loading or closing a piece, which take piece locks and talk to the
+// dagstore.
+type pieceCache struct {
+	w    *Wrapper
+	max  int
+	idle time.Duration
+
+	mu      sync.Mutex
+	entries map[shard.Key]*openPiece
+	lru     list.List // idle entries, least recently used first
+	closed  bool
+	sweeper sync.Once
+}
+
+// openPiece is one cached piece; refs counts its users and the load in
+// flight.
+type openPiece struct {
+	key   shard.Key
+	ready chan struct{} // closed once bs or err is set
+	bs    ClosableBlockstore
+	err   error
+	refs  int
+	used  time.Time
+	idle  *list.Element // in lru while refs == 0
+	gone  chan struct{} // closed once bs is closed
+	// evicted entries are out of entries and close on their last release.
+	evicted bool
+}
+
+func newPieceCache(w *Wrapper, max int, idle time.Duration) *pieceCache {
+	return &pieceCache{w: w, max: max, idle: idle, entries: map[shard.Key]*openPiece{}}
+}
+
+// get returns the piece's blockstore, loading it if it is not open, and the
+// func that ends this use of it. A load that failed because its caller's
+// context ended is retried by the next waiter whose context is alive.
+func (c *pieceCache) get(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, func(), error) {
+	key := shard.KeyFromCID(pieceCid)
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, nil, ErrClosed
+		}
+		e := c.entries[key]
+		if e == nil {
+			e = &openPiece{key: key, ready: make(chan struct{}), gone: make(chan struct{}), refs: 1}
+			c.entries[key] = e
+			c.mu.Unlock()
+			c.startSweeper()
+			return c.load(ctx, e, pieceCid)
+		}
+		c.ref(e)
+		c.mu.Unlock()
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			c.release(e)
+			return nil, nil, ctx.Err()
+		}
+		if e.err == nil {
+			return e.bs, c.releaser(e), nil
+		}
+		c.release(e)
+		if !isContextErr(e.err) || ctx.Err() != nil {
+			return nil, nil, e.err
+		}
+	}
+}
+
+// load opens the piece for the entry's first user. No lazy registration:
+// the cache serves only pieces the node has registered.
+func (c *pieceCache) load(ctx context.Context, e *openPiece, pieceCid cid.Cid) (ClosableBlockstore, func(), error) {
+	bs, err := c.w.openShard(ctx, pieceCid, false)
+	c.mu.Lock()
+	e.bs, e.err = bs, err
+	close(e.ready)
+	if err != nil {
+		c.forget(e)
+		e.refs--
+		close(e.gone) // nothing to close
+		c.mu.Unlock()
+		return nil, nil, err
+	}
+	c.mu.Unlock()
+	return bs, c.releaser(e), nil
+}
+
+// isContextErr reports whether err is a context's end, which says nothing
+// about the piece.
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// ref adds a user; mu is held.
+func (c *pieceCache) ref(e *openPiece) {
+	e.refs++
+	if e.idle != nil {
+		c.lru.Remove(e.idle)
+		e.idle = nil
+	}
+}
+
+// forget takes e out of the cache, so no new user finds it; mu is held.
+func (c *pieceCache) forget(e *openPiece) {
+	if c.entries[e.key] == e {
+		delete(c.entries, e.key)
+	}
+	if e.idle != nil {
+		c.lru.Remove(e.idle)
+		e.idle = nil
+	}
+	e.evicted = true
+}
+
+func (c *pieceCache) releaser(e *openPiece) func() {
+	return sync.OnceFunc(func() { c.release(e) })
+}
+
+// release ends one use of e. The last user of an evicted entry closes it;
+// otherwise it becomes idle, and the least recently used idle entries
+// beyond the bound are closed.
+func (c *pieceCache) release(e *openPiece) {
+	var toClose []*openPiece
+	c.mu.Lock()
+	e.refs--
+	if e.refs == 0 && e.bs != nil {
+		if e.evicted {
+			toClose = append(toClose, e)
+		} else {
+			e.used = time.Now()
+			e.idle = c.lru.PushBack(e)
+			for c.lru.Len() > c.max {
+				old := c.lru.Front().Value.(*openPiece)
+				c.forget(old)
+				toClose = append(toClose, old)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.closeAll(toClose)
+}
+
+// closeAll closes the entries' pieces and returns channels closed once the
+// dagstore has processed their releases.
+func (c *pieceCache) closeAll(es []*openPiece) []<-chan struct{} {
+	var released []<-chan struct{}
+	for _, e := range es {
+		released = append(released, c.w.releases.expect(e.key))
+		if err := e.bs.Close(); err != nil {
+			c.w.log.Warnw("closing a cached piece", "piece", e.key, "error", err)
+		}
+		close(e.gone)
+	}
+	return released
+}
+
+// evict takes the piece out of the cache and returns a channel closed once
+// it is closed (at once if nobody uses it), or nil if it was not open.
+func (c *pieceCache) evict(key shard.Key) <-chan struct{} {
+	c.mu.Lock()
+	e := c.entries[key]
+	if e == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	c.forget(e)
+	var toClose []*openPiece
+	if e.refs == 0 {
+		toClose = append(toClose, e)
+	}
+	c.mu.Unlock()
+	c.closeAll(toClose)
+	return e.gone // a load in flight ends as an evicted entry
+}
+
+// has reports whether the piece is open (or opening).
+func (c *pieceCache) has(key shard.Key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries[key] != nil
+}
+
+// sweep closes the idle entries unused since before now-idle, and with
+// all set, every idle entry. It returns channels closed once the dagstore
+// has processed each release.
+func (c *pieceCache) sweep(now time.Time, all bool) []<-chan struct{} {
+	var toClose []*openPiece
+	c.mu.Lock()
+	for el := c.lru.Front(); el != nil; {
+		e, next := el.Value.(*openPiece), el.Next()
+		if !all && now.Sub(e.used) < c.idle {
+			break // the rest were used later
+		}
+		c.forget(e)
+		toClose = append(toClose, e)
+		el = next
+	}
+	c.mu.Unlock()
+	return c.closeAll(toClose)
+}
+
+// startSweeper starts, once, the goroutine that closes idle pieces; it
+// ends with the Wrapper's context.
+func (c *pieceCache) startSweeper() {
+	c.sweeper.Do(func() {
+		tick := max(c.idle/2, minOpenPieceSweepTick)
+		c.w.wg.Add(1)
+		go func() {
+			defer c.w.wg.Done()
+			t := time.NewTicker(tick)
+			defer t.Stop()
+			for {
+				select {
+				case now := <-t.C:
+					done, err := c.w.begin() // Close waits for a sweep in flight
+					if err != nil {
+						return
+					}
+					c.sweep(now, false)
+					done()
+				case <-c.w.ctx.Done():
+					return
+				}
+			}
+		}()
+	})
+}
+
+// close closes every open piece; Close calls it once no call is in
+// flight, so no piece is in use.
+func (c *pieceCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.sweep(time.Time{}, true)
+}
+
+// releases tells when the dagstore has processed the releases of accessors
+// dagwrap closed: closing an accessor only queues its release, and a shard
+// counts as being read until the event loop has run it. The trace loop
+// reports each release it sees. A release the dagstore makes on its own
+// (after a failed acquire) may end a wait early: the waits are for
+// housekeeping that may simply find the shard still in use.
+type releases struct {
+	mu sync.Mutex
+	m  map[shard.Key]*releaseWait
+}
+
+type releaseWait struct {
+	n    int
+	done chan struct{}
+}
+
+// expect counts a release about to be queued for key and returns a channel
+// closed once every expected release of key has been seen.
+func (r *releases) expect(key shard.Key) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[shard.Key]*releaseWait)
+	}
+	rw := r.m[key]
+	if rw == nil {
+		rw = &releaseWait{done: make(chan struct{})}
+		r.m[key] = rw
+	}
+	rw.n++
+	return rw.done
+}
+
+// observe takes one dagstore event.
+func (r *releases) observe(t dagstore.Trace) {
+	if t.Op != dagstore.OpShardRelease {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rw := r.m[t.Key]; rw != nil {
+		if rw.n--; rw.n == 0 {
+			close(rw.done)
+			delete(r.m, t.Key)
+		}
+	}
+}

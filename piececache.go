@@ -14,7 +14,7 @@ import (
 
 // Defaults of the cross-piece blockstore's cache of open pieces.
 const (
-	DefaultOpenPieces     = 64
+	DefaultOpenPieces     = 256
 	DefaultOpenPieceIdle  = 2 * time.Minute
 	minOpenPieceSweepTick = time.Second
 )
@@ -37,6 +37,9 @@ type pieceCache struct {
 	lru     list.List // idle entries, least recently used first
 	closed  bool
 	sweeper sync.Once
+	// recent is the entry last released: a DAG walk reads its blocks from
+	// one piece, so the next block is tried there before any lookup.
+	recent *openPiece
 }
 
 // openPiece is one cached piece; refs counts its users and the load in
@@ -137,6 +140,9 @@ func (c *pieceCache) forget(e *openPiece) {
 		c.lru.Remove(e.idle)
 		e.idle = nil
 	}
+	if c.recent == e {
+		c.recent = nil
+	}
 	e.evicted = true
 }
 
@@ -157,6 +163,7 @@ func (c *pieceCache) release(e *openPiece) {
 		} else {
 			e.used = time.Now()
 			e.idle = c.lru.PushBack(e)
+			c.recent = e
 			for c.lru.Len() > c.max {
 				old := c.lru.Front().Value.(*openPiece)
 				c.forget(old)
@@ -199,6 +206,22 @@ func (c *pieceCache) evict(key shard.Key) <-chan struct{} {
 	c.mu.Unlock()
 	c.closeAll(toClose)
 	return e.gone // a load in flight ends as an evicted entry
+}
+
+// withRecent runs fn on the most recently used open piece, if there is
+// one, and reports whether it did.
+func (c *pieceCache) withRecent(fn func(pc shard.Key, bs ClosableBlockstore)) bool {
+	c.mu.Lock()
+	e := c.recent
+	if e == nil || c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	c.ref(e)
+	c.mu.Unlock()
+	fn(e.key, e.bs)
+	c.release(e)
+	return true
 }
 
 // has reports whether the piece is open (or opening).

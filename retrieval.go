@@ -86,12 +86,25 @@ func (w *Wrapper) localPieces(ctx context.Context, mh multihash.Multihash) ([]ci
 
 // each calls read on the blockstore of each piece holding c until one
 // answers; failures and misses of the pieces tried are named in the error.
-func (b *allPieces) each(ctx context.Context, c cid.Cid, read func(cid.Cid, ClosableBlockstore) error) error {
+func (b *allPieces) each(ctx context.Context, c cid.Cid, read func(shard.Key, ClosableBlockstore) error) error {
 	done, err := b.w.beginCtx(ctx)
 	if err != nil {
 		return fmt.Errorf("block %s: %w", c, err)
 	}
 	defer done()
+	var failed []error
+	misses := 0
+	// The piece read last first: no lookup at all when it has the block.
+	var hinted shard.Key
+	var hintErr error
+	if b.w.cache.withRecent(func(k shard.Key, bs ClosableBlockstore) { hinted, hintErr = k, read(k, bs) }) {
+		if hintErr == nil {
+			return nil
+		}
+		if !format.IsNotFound(hintErr) {
+			failed = append(failed, hintErr)
+		}
+	}
 	pieces, err := b.w.localPieces(ctx, c.Hash())
 	if err != nil {
 		return fmt.Errorf("block %s: look up pieces: %w", c, err)
@@ -99,12 +112,14 @@ func (b *allPieces) each(ctx context.Context, c cid.Cid, read func(cid.Cid, Clos
 	if len(pieces) == 0 {
 		return notFound(c, "")
 	}
-	var failed []error
-	misses := 0
 	for _, pc := range pieces {
+		key := shard.KeyFromCID(pc)
+		if key == hinted {
+			continue
+		}
 		bs, release, err := b.w.cache.get(ctx, pc)
 		if err == nil {
-			err = read(pc, bs)
+			err = read(key, bs)
 			release()
 		}
 		switch {
@@ -138,7 +153,7 @@ func (b *allPieces) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 		return blk, err
 	}
 	var blk blocks.Block
-	err := b.each(ctx, c, func(pc cid.Cid, bs ClosableBlockstore) error {
+	err := b.each(ctx, c, func(pc shard.Key, bs ClosableBlockstore) error {
 		var err error
 		if blk, err = bs.Get(ctx, c); err == nil && b.hashOnRead.Load() {
 			// Checked here: the cached piece's blockstore is shared.
@@ -163,7 +178,7 @@ func (b *allPieces) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 		return len(blk.RawData()), nil
 	}
 	var n int
-	err := b.each(ctx, c, func(pc cid.Cid, bs ClosableBlockstore) error {
+	err := b.each(ctx, c, func(pc shard.Key, bs ClosableBlockstore) error {
 		var err error
 		n, err = bs.GetSize(ctx, c)
 		return err

@@ -52,7 +52,7 @@ type Config struct {
 	MaxConcurrencyStorageCalls int           // MinerAPI calls at once; 0 means the default, 100
 	MaxConcurrentUnseals       int           // fetches at once of pieces that must be unsealed first; 0 means the default, 5
 	GCInterval                 time.Duration // 0 means the default, 1 minute
-	OpenPieces                 int           // pieces Blockstore keeps open when idle; 0 means the default, 64
+	OpenPieces                 int           // pieces Blockstore keeps open when idle; 0 means the default, 256
 	OpenPieceIdle              time.Duration // how long Blockstore keeps an unused piece open; 0 means the default, 2 minutes
 }
 

@@ -43,6 +43,10 @@ type config struct {
 	tliPieces, tliMHs     int
 	tliShared             float64
 	tliScale              int
+	clients               int
+	retrievalPieces       int
+	retrievalRequests     int
+	touchPieces           int
 }
 
 type bench struct {
@@ -78,7 +82,7 @@ func parseFlags() config {
 	c := config{bigPiece: 1 << 30, smallPiece: 256 << 20, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9", "cases to run (6 comes with 1 and 2)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10", "cases to run (6 comes with 1 and 2)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -95,6 +99,10 @@ func parseFlags() config {
 	flag.IntVar(&c.tliMHs, "tli-mhs", 1000, "multihashes per piece in case 7")
 	flag.IntVar(&c.tliScale, "tli-scale", 20_000_000, "entries added to the top-level index in case 9")
 	flag.Float64Var(&c.tliShared, "tli-shared", 0.1, "share of each piece's multihashes common to every piece in case 7")
+	flag.IntVar(&c.clients, "clients", 64, "concurrent clients in case 10")
+	flag.IntVar(&c.retrievalPieces, "retrieval-pieces", 200, "pieces read at random in case 10")
+	flag.IntVar(&c.retrievalRequests, "retrieval-requests", 20_000, "block requests timed in case 10")
+	flag.IntVar(&c.touchPieces, "touch-pieces", 10_000, "pieces touched once each for case 10's memory row")
 	flag.Parse()
 	return c
 }
@@ -143,7 +151,7 @@ func run(cfg config, stdout io.Writer) error {
 			return fmt.Errorf("case 4: %w", err)
 		}
 	}
-	needPieces := want["1"] || want["2"] || want["3"] || want["6"] || want["8"]
+	needPieces := want["1"] || want["2"] || want["3"] || want["6"] || want["8"] || want["10"]
 	if needPieces {
 		big, err := b.generate("big", cfg.bigPiece, cfg.bigBlock, 1)
 		if err != nil {
@@ -200,6 +208,11 @@ func run(cfg config, stdout io.Writer) error {
 				return fmt.Errorf("case 8: %w", err)
 			}
 		}
+		if want["10"] {
+			if err := add(b.case10(small, smallLabel)); err != nil {
+				return fmt.Errorf("case 10: %w", err)
+			}
+		}
 		rows = append(rows, case6...)
 		for _, p := range []cargen.Piece{big, small} {
 			_ = os.Remove(p.Path)
@@ -221,7 +234,11 @@ func run(cfg config, stdout io.Writer) error {
 			return fmt.Errorf("case 9: %w", err)
 		}
 	}
-	slices.SortStableFunc(rows, func(a, b row) int { return strings.Compare(a.Case, b.Case) })
+	slices.SortStableFunc(rows, func(a, b row) int { // by case number
+		x, _ := strconv.Atoi(a.Case)
+		y, _ := strconv.Atoi(b.Case)
+		return x - y
+	})
 
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+
+	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/internal/cargen"
+)
+
+// Case 10: retrieval by block through the cross-piece blockstore.
+
+// manyPieces generates and registers n small pieces (1 KiB blocks).
+func (b *bench) manyPieces(w *dagwrap.Wrapper, name string, n int, pieceSize uint64, seed uint64) ([]cargen.Piece, error) {
+	ps := make([]cargen.Piece, n)
+	for i := range ps {
+		p, err := cargen.Write(filepath.Join(b.work, fmt.Sprintf("%s-%d.car", name, i)), cargen.Spec{
+			PieceSize: pieceSize, BlockSize: 1 << 10, Seed: seed + uint64(i), RecordCIDs: true,
+		})
+		if err != nil {
+			return nil, err
+		}
+		b.store.add(p)
+		if err := w.RegisterShardSync(context.Background(), p.CID, "", true); err != nil {
+			return nil, err
+		}
+		ps[i] = p
+	}
+	return ps, nil
+}
+
+// request is one random block of one piece.
+type request struct {
+	piece cid.Cid
+	block cid.Cid
+}
+
+// runClients makes the requests from clients goroutines and returns the
+// requests per second, each request's latency and the errors.
+func runClients(clients int, reqs []request, get func(request) error) (float64, []time.Duration, int64) {
+	lat := make([]time.Duration, len(reqs))
+	var next, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(reqs)) {
+					return
+				}
+				t := time.Now()
+				if err := get(reqs[i]); err != nil {
+					if errs.Add(1) == 1 {
+						logf("  first error: %v", err)
+					}
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(len(reqs)) / time.Since(start).Seconds(), lat, errs.Load()
+}
+
+func (b *bench) case10(small cargen.Piece, label string) ([]row, error) {
+	ctx := context.Background()
+	w, root, err := b.openWrapper(randomAPI{b.store}, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer closeWrapper(w, root)
+	if err := w.RegisterShardSync(ctx, small.CID, "", true); err != nil {
+		return nil, err
+	}
+	all := w.Blockstore()
+	var rows []row
+
+	// 10a: every block of one piece, once it is open.
+	logf("case 10: blocks/s through Blockstore vs LoadShard, %s", label)
+	cids := small.CIDs[:min(len(small.CIDs), 200_000)]
+	readAll := func(get func(context.Context, cid.Cid) (blocks.Block, error)) error {
+		for _, c := range cids {
+			if _, err := get(ctx, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	loaded, err := w.LoadShard(ctx, small.CID)
+	if err != nil {
+		return nil, err
+	}
+	defer loaded.Close()
+	if err := readAll(all.Get); err != nil { // opens the piece in the cache
+		return nil, err
+	}
+	var viaAll, viaLoad []time.Duration
+	for range b.cfg.reps {
+		t, err := timeOnce(func() error { return readAll(loaded.Get) })
+		if err != nil {
+			return nil, err
+		}
+		viaLoad = append(viaLoad, t)
+		if t, err = timeOnce(func() error { return readAll(all.Get) }); err != nil {
+			return nil, err
+		}
+		viaAll = append(viaAll, t)
+	}
+	rate := func(d time.Duration) float64 { return float64(len(cids)) / d.Seconds() }
+	rows = append(rows, row{Case: "10", What: "blocks/s of one open piece, " + label + ": Blockstore vs LoadShard's blockstore",
+		Unit: perSec, Dagwrap: rate(median(viaAll)), Baseline: rate(median(viaLoad)), Target: "ratio ≥ 0.8", met: ratioAtLeast(0.8)})
+
+	// 10b: 64 clients, random blocks across many pieces.
+	logf("case 10: %d clients, random blocks across %d pieces", b.cfg.clients, b.cfg.retrievalPieces)
+	ps, err := b.manyPieces(w, "retrieval", b.cfg.retrievalPieces, 1<<20, 1000)
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(10, 10))
+	reqs := make([]request, b.cfg.retrievalRequests)
+	for i := range reqs {
+		p := ps[rng.IntN(len(ps))]
+		reqs[i] = request{piece: p.CID, block: p.CIDs[rng.IntN(len(p.CIDs))]}
+	}
+	perRequest := func(r request) error {
+		bs, err := w.LoadShard(ctx, r.piece)
+		if err != nil {
+			return err
+		}
+		defer bs.Close()
+		_, err = bs.Get(ctx, r.block)
+		return err
+	}
+	throughAll := func(r request) error { _, err := all.Get(ctx, r.block); return err }
+	runClients(b.cfg.clients, reqs[:min(len(reqs), 1000)], throughAll) // warm the cache
+	baseRate, baseLat, baseErrs := runClients(b.cfg.clients, reqs, perRequest)
+	allRate, allLat, allErrs := runClients(b.cfg.clients, reqs, throughAll)
+	slices.Sort(baseLat)
+	slices.Sort(allLat)
+	what := fmt.Sprintf("%d clients, random 1 KiB blocks across %d pieces", b.cfg.clients, len(ps))
+	rows = append(rows,
+		row{Case: "10", What: what + ": requests/s, Blockstore vs LoadShard+Get+Close per request",
+			Unit: perSec, Dagwrap: allRate, Baseline: baseRate, Target: "ratio ≥ 10", met: ratioAtLeast(10)},
+		row{Case: "10", What: what + ": p99 latency", Unit: seconds,
+			Dagwrap: percentile(allLat, 99).Seconds(), Baseline: percentile(baseLat, 99).Seconds()},
+		row{Case: "10", What: what + ": errors", Unit: plain,
+			Dagwrap: float64(allErrs), Baseline: float64(baseErrs), Target: "0", met: valueAtMost(0)},
+	)
+
+	// 10c: memory after touching many more pieces than the cache keeps.
+	logf("case 10: RSS after touching %d pieces", b.cfg.touchPieces)
+	w2, root2, err := b.openWrapper(randomAPI{b.store}, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer closeWrapper(w2, root2)
+	many, err := b.manyPieces(w2, "touch", b.cfg.touchPieces, 64<<10, 100_000)
+	if err != nil {
+		return nil, err
+	}
+	bs2 := w2.Blockstore()
+	touch := func(ps []cargen.Piece) (uint64, error) {
+		for _, p := range ps {
+			if _, err := bs2.Get(ctx, p.CIDs[0]); err != nil {
+				return 0, err
+			}
+		}
+		runtime.GC()
+		return procStatusBytes("VmRSS")
+	}
+	bound := min(dagwrap.DefaultOpenPieces, len(many))
+	atBound, err := touch(many[:bound])
+	if err != nil {
+		return nil, err
+	}
+	after, err := touch(many[bound:])
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, row{Case: "10", What: fmt.Sprintf("RSS after touching %d pieces vs after the cache's bound (%d)", len(many), bound),
+		Unit: bytesU, Dagwrap: float64(after), Baseline: float64(atBound), Target: "ratio ≤ 1.5", met: ratioAtMost(1.5)})
+	return rows, nil
+}

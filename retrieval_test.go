@@ -7,9 +7,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -307,5 +309,107 @@ func TestBlockstoreCallerContext(t *testing.T) {
 	}
 	if n := openPieces(w, ps); n != 0 {
 		t.Fatalf("%d pieces open after a cancelled get", n)
+	}
+}
+
+// gatedReads makes every ReadAt of the piece's readers wait for gate once
+// armed is set, and tells started when the first such read begins.
+type gatedReads struct {
+	mount.Reader
+	armed   *atomic.Bool
+	gate    chan struct{}
+	started chan struct{}
+	once    *sync.Once
+}
+
+func (r gatedReads) ReadAt(p []byte, off int64) (int, error) {
+	if r.armed.Load() {
+		r.once.Do(func() { close(r.started) })
+		<-r.gate
+	}
+	return r.Reader.ReadAt(p, off)
+}
+
+// A destroy waits for the Blockstore request reading the piece, within its
+// context, and succeeds once the request is done.
+func TestDestroyWaitsForBlockstoreReads(t *testing.T) {
+	api := newFakeAPI(true)
+	var armed atomic.Bool
+	gate, started, once := make(chan struct{}), make(chan struct{}), &sync.Once{}
+	api.wrapReader = func(_ cid.Cid, r mount.Reader) mount.Reader {
+		return gatedReads{Reader: r, armed: &armed, gate: gate, started: started, once: once}
+	}
+	w := openWrapper(t, t.TempDir(), api)
+	ps := makePieces(t, api, t.TempDir(), 1)
+	registerAll(t, w, ps...)
+	blks := carBlocks(t, ps[0].path)
+	bs := w.Blockstore()
+	ctx := context.Background()
+	if _, err := bs.Get(ctx, blks[0].Cid()); err != nil { // the piece is now cached
+		t.Fatal(err)
+	}
+
+	armed.Store(true)
+	got := make(chan error, 1)
+	go func() {
+		blk, err := bs.Get(ctx, blks[1].Cid())
+		if err == nil && !bytes.Equal(blk.RawData(), blks[1].RawData()) {
+			err = errors.New("bytes differ")
+		}
+		got <- err
+	}()
+	<-started // the request is reading the piece
+
+	short, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := w.DestroyShardSync(short, ps[0].pc); !errors.Is(err, ErrShardInUse) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("destroy while a request reads, context ended: %v, want ErrShardInUse wrapping context.Canceled", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.DestroyShardSync(ctx, ps[0].pc) }()
+	close(gate)
+	if err := <-got; err != nil {
+		t.Fatalf("the request in flight: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("destroy once the request ended: %v", err)
+	}
+	if _, err := bs.Get(ctx, blks[1].Cid()); !format.IsNotFound(err) {
+		t.Fatalf("block of the destroyed piece: %v", err)
+	}
+}
+
+// A destroy whose context ends while an acquire it must wait for is
+// queued returns ErrShardInUse wrapping the context's error, and leaves
+// the piece intact.
+func TestDestroyGivesUpOnAQueuedAcquire(t *testing.T) {
+	api := newFakeAPI(true)
+	w := openWrapper(t, t.TempDir(), api)
+	ps := makePieces(t, api, t.TempDir(), 1)
+	registerAll(t, w, ps...)
+	gate := make(chan struct{})
+	api.mu.Lock()
+	api.gate = gate
+	api.mu.Unlock()
+	loaded := make(chan error, 1)
+	go func() {
+		bs, err := w.LoadShard(context.Background(), ps[0].pc)
+		if err == nil {
+			err = bs.Close()
+		}
+		loaded <- err
+	}()
+	waitFor(t, "the load to be queued", func() bool { return w.pieces.held(shard.KeyFromCID(ps[0].pc)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.DestroyShardSync(ctx, ps[0].pc); !errors.Is(err, ErrShardInUse) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("destroy with a queued acquire, context ended: %v", err)
+	}
+	close(gate)
+	if err := <-loaded; err != nil {
+		t.Fatalf("the queued load after the refused destroy: %v", err)
+	}
+	if err := readAll(t, w, ps[0]); err != nil {
+		t.Fatalf("piece after the refused destroy: %v", err)
 	}
 }

@@ -63,7 +63,7 @@ func (w *Wrapper) destroy(ctx context.Context, pieceCid cid.Cid) error {
 	defer unlock()
 	// The cross-piece blockstore's copy closes once its requests in flight
 	// end; new ones wait for the piece lock and then find the piece gone.
-	if gone := w.cache.evict(key); gone != nil {
+	for _, gone := range w.cache.evict(key) {
 		select {
 		case <-gone:
 		case <-ctx.Done():

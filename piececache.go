@@ -34,6 +34,7 @@ type pieceCache struct {
 
 	mu      sync.Mutex
 	entries map[shard.Key]*openPiece
+	leaving map[shard.Key][]*openPiece // out of entries, not closed yet
 	lru     list.List // idle entries, least recently used first
 	closed  bool
 	sweeper sync.Once
@@ -58,7 +59,7 @@ type openPiece struct {
 }
 
 func newPieceCache(w *Wrapper, max int, idle time.Duration) *pieceCache {
-	return &pieceCache{w: w, max: max, idle: idle, entries: map[shard.Key]*openPiece{}}
+	return &pieceCache{w: w, max: max, idle: idle, entries: map[shard.Key]*openPiece{}, leaving: map[shard.Key][]*openPiece{}}
 }
 
 // get returns the piece's blockstore, loading it if it is not open, and the
@@ -107,6 +108,7 @@ func (c *pieceCache) load(ctx context.Context, e *openPiece, pieceCid cid.Cid) (
 	close(e.ready)
 	if err != nil {
 		c.forget(e)
+		c.left(e)
 		e.refs--
 		close(e.gone) // nothing to close
 		c.mu.Unlock()
@@ -114,6 +116,23 @@ func (c *pieceCache) load(ctx context.Context, e *openPiece, pieceCid cid.Cid) (
 	}
 	c.mu.Unlock()
 	return bs, c.releaser(e), nil
+}
+
+// left drops e from the evicted entries awaiting their last release; mu
+// is held.
+func (c *pieceCache) left(e *openPiece) {
+	l := c.leaving[e.key]
+	for i, x := range l {
+		if x == e {
+			l = append(l[:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(c.leaving, e.key)
+	} else {
+		c.leaving[e.key] = l
+	}
 }
 
 // isContextErr reports whether err is a context's end, which says nothing
@@ -131,10 +150,12 @@ func (c *pieceCache) ref(e *openPiece) {
 	}
 }
 
-// forget takes e out of the cache, so no new user finds it; mu is held.
+// forget takes e out of the cache, so no new user finds it, and counts it
+// as leaving until it is closed (or its load fails); mu is held.
 func (c *pieceCache) forget(e *openPiece) {
 	if c.entries[e.key] == e {
 		delete(c.entries, e.key)
+		c.leaving[e.key] = append(c.leaving[e.key], e)
 	}
 	if e.idle != nil {
 		c.lru.Remove(e.idle)
@@ -184,28 +205,33 @@ func (c *pieceCache) closeAll(es []*openPiece) []<-chan struct{} {
 		if err := e.bs.Close(); err != nil {
 			c.w.log.Warnw("closing a cached piece", "piece", e.key, "error", err)
 		}
+		c.mu.Lock()
+		c.left(e)
+		c.mu.Unlock()
 		close(e.gone)
 	}
 	return released
 }
 
-// evict takes the piece out of the cache and returns a channel closed once
-// it is closed (at once if nobody uses it), or nil if it was not open.
-func (c *pieceCache) evict(key shard.Key) <-chan struct{} {
+// evict takes the piece out of the cache and returns channels closed once
+// every open copy of it is closed: at once if nobody uses it, else on the
+// last release (copies evicted earlier and still in use included).
+func (c *pieceCache) evict(key shard.Key) []<-chan struct{} {
 	c.mu.Lock()
-	e := c.entries[key]
-	if e == nil {
-		c.mu.Unlock()
-		return nil
-	}
-	c.forget(e)
 	var toClose []*openPiece
-	if e.refs == 0 {
-		toClose = append(toClose, e)
+	if e := c.entries[key]; e != nil {
+		c.forget(e)
+		if e.refs == 0 {
+			toClose = append(toClose, e)
+		} // else in use, or a load in flight: closed on its last release
+	}
+	var gone []<-chan struct{}
+	for _, e := range c.leaving[key] { // every copy not closed yet
+		gone = append(gone, e.gone)
 	}
 	c.mu.Unlock()
 	c.closeAll(toClose)
-	return e.gone // a load in flight ends as an evicted entry
+	return gone
 }
 
 // withRecent runs fn on the most recently used open piece, if there is

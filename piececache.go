@@ -35,7 +35,7 @@ type pieceCache struct {
 	mu      sync.Mutex
 	entries map[shard.Key]*openPiece
 	leaving map[shard.Key][]*openPiece // out of entries, not closed yet
-	lru     list.List // idle entries, least recently used first
+	lru     list.List                  // idle entries, least recently used first
 	closed  bool
 	sweeper sync.Once
 	// recent is the entry last released: a DAG walk reads its blocks from

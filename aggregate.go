@@ -51,6 +51,7 @@ func indexAggregate(r io.ReaderAt, size int64) (*aggregateIndex, error) {
 	type sub struct {
 		px  *pieceIndex
 		off int64
+		seg int // in segs
 	}
 	var subs []sub
 	var roots []cid.Cid
@@ -88,20 +89,31 @@ func indexAggregate(r io.ReaderAt, size int64) (*aggregateIndex, error) {
 				roots = append(roots, c)
 			}
 		}
-		subs = append(subs, sub{px, off})
 		segs = append(segs, s)
+		subs = append(subs, sub{px, off, len(segs) - 1})
 	}
 	header := carv1Header(roots)
 	px := &pieceIndex{buckets: make(map[bucketKey][]byte), dataEnd: int64(len(header)) + size}
 	for _, s := range subs {
 		shift := uint64(len(header)) + uint64(s.off)
 		for k, b := range s.px.buckets {
-			for i := int(k.width) - 8; i < len(b); i += int(k.width) {
-				binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])+shift)
+			w := int(k.width)
+			kept := px.buckets[k]
+			for i := 0; i < len(b); i += w {
+				off := binary.LittleEndian.Uint64(b[i+w-8:])
+				if int64(off) >= s.px.dataEnd {
+					// Cut short by the segment's end: unlike a piece's end,
+					// it does not stop a read, which would return the
+					// next segment's bytes. Never announced.
+					segs[s.seg].Blocks--
+					continue
+				}
+				kept = append(kept, b[i:i+w-8]...)
+				kept = binary.LittleEndian.AppendUint64(kept, off+shift)
+				px.entries++
 			}
-			px.buckets[k] = append(px.buckets[k], b...)
+			px.buckets[k] = kept
 		}
-		px.entries += s.px.entries
 		for _, b := range s.px.skipped {
 			b.Offset += s.off // an offset in the piece, as IndexStats says
 			px.skipped = append(px.skipped, b)

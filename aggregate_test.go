@@ -15,6 +15,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
+	"github.com/multiformats/go-varint"
 
 	"github.com/spstack/dagwrap/internal/cargen"
 )
@@ -277,5 +278,94 @@ func TestOrdinaryPieceHasNoSegments(t *testing.T) {
 	if err != nil || len(segs) != 0 {
 		t.Fatalf("segments of an ordinary piece: %v %v", segs, err)
 	}
-	var _ blocks.Block
 }
+
+// Pins issue 14 (segment bounds): a segment whose CAR runs past the
+// segment's end has its cut-short last block left out of the index (a read
+// would go on into the next segment's bytes and serve them as the block);
+// its other blocks serve. AllKeysChan lists the index's blocks.
+func TestAggregateLeavesOutABlockCutBySegmentEnd(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const cut = 2032 // the unpadded size of a 2 KiB segment
+	var full []byte
+	var blks []blocks.Block
+	straddler := -1
+	for n := 30; straddler < 0; n++ {
+		p := writeCAR(t, dir, 161, n, 0)
+		full, _ = os.ReadFile(p)
+		blks = carBlocks(t, p)
+		if len(full) <= cut+64 {
+			continue
+		}
+		end := int64(len(full))
+		for i := len(blks) - 1; i >= 0; i-- { // sections from the end back
+			c, d := blks[i].Cid().Bytes(), blks[i].RawData()
+			l := uint64(len(c) + len(d))
+			start := end - int64(len(varintBytes(l))) - int64(l)
+			if start < cut && end > cut {
+				straddler = i
+			}
+			end = start
+		}
+	}
+	next := writeCAR(t, dir, 162, 20, 0)
+	nextBytes, _ := os.ReadFile(next)
+	path := filepath.Join(dir, "aggregate.bin")
+	agg, err := cargen.WriteAggregate(path, 0, full[:cut], nextBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := newFakeAPI(true)
+	if pc := api.servePath(t, path); pc != agg.PieceCID {
+		t.Fatalf("served as %s, want %s", pc, agg.PieceCID)
+	}
+	w := openWrapper(t, t.TempDir(), api)
+	if err := w.RegisterShardSync(ctx, agg.PieceCID, "", true); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := w.LoadShard(ctx, agg.PieceCID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	want := map[cid.Cid]bool{}
+	for i, b := range blks[:straddler+1] {
+		got, err := bs.Get(ctx, b.Cid())
+		if i == straddler {
+			if err == nil {
+				t.Fatalf("block %s, cut short by its segment's end, was served (%d bytes)", b.Cid(), len(got.RawData()))
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got.RawData(), b.RawData()) {
+			t.Fatalf("block %d (%s) of the cut segment: %v", i, b.Cid(), err)
+		}
+		want[cid.NewCidV1(cid.Raw, b.Cid().Hash())] = true
+	}
+	for _, b := range carBlocks(t, next) {
+		want[cid.NewCidV1(cid.Raw, b.Cid().Hash())] = true
+	}
+	keys, err := bs.AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[cid.Cid]bool{}
+	for k := range keys {
+		got[k] = true
+	}
+	if len(got) != len(want) {
+		t.Fatalf("AllKeysChan listed %d keys, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if !got[k] {
+			t.Fatalf("AllKeysChan did not list %s", k)
+		}
+	}
+	segs, err := w.Segments(ctx, agg.PieceCID)
+	if err != nil || len(segs) != 2 || segs[0].Blocks != int64(straddler) {
+		t.Fatalf("segments %+v (%v), want the first with %d blocks", segs, err, straddler)
+	}
+}
+
+func varintBytes(n uint64) []byte { return varint.ToUvarint(n) }

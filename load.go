@@ -145,7 +145,7 @@ func (w *Wrapper) loadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBloc
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
 	closed := w.pieces.opened(key)
-	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor, closed: closed}, nil
+	return w.withAggregateKeys(&shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor, closed: closed}), nil
 }
 
 // acquire queues an acquisition of the shard, held (see pieceLocks.hold)

@@ -98,6 +98,23 @@ func checkAggregateServed(t *testing.T, w *Wrapper, ta testAggregate) {
 		t.Fatal(err)
 	}
 	defer bs.Close()
+	// go-car reads the synthetic CAR header: it lists every indexed
+	// segment's roots.
+	var wantRoots []cid.Cid
+	for _, seg := range []int{0, 1, 4} {
+		roots, _, err := cargen.Read(ta.cars[seg])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRoots = append(wantRoots, roots...)
+	}
+	ab, ok := bs.(*aggregateBlockstore)
+	if !ok {
+		t.Fatalf("the aggregate's blockstore is a %T", bs)
+	}
+	if roots, err := ab.ReadBlockstore.(interface{ Roots() ([]cid.Cid, error) }).Roots(); err != nil || !sameCids(roots, wantRoots) {
+		t.Fatalf("blockstore roots %v (%v), want %v", roots, err, wantRoots)
+	}
 	for seg, car := range ta.cars {
 		for _, b := range carBlocks(t, car) {
 			got, err := bs.Get(ctx, b.Cid())

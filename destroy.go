@@ -158,6 +158,9 @@ func (w *Wrapper) purge(ctx context.Context, key shard.Key) error {
 	if err := removeOversized(filepath.Join(w.cfg.RootDir, oversizedDir), key); err != nil {
 		return err
 	}
+	if err := w.segmentStore().remove(ctx, key); err != nil {
+		return err
+	}
 	return w.transients.remove(key)
 }
 

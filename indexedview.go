@@ -115,7 +115,7 @@ func (m *pieceMount) withIndex(ctx context.Context, r mount.Reader) (mount.Reade
 		return r, nil
 	}
 	if st, err := m.Indexes.StatFullIndex(shard.KeyFromCID(m.PieceCid)); err == nil && st.Exists {
-		return r, nil
+		return m.segmentView(r)
 	}
 	size, err := r.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -127,7 +127,11 @@ func (m *pieceMount) withIndex(ctx context.Context, r mount.Reader) (mount.Reade
 		return nil, fmt.Errorf("piece %s: seek: %w", m.PieceCid, err)
 	}
 	var px *pieceIndex
+	var agg *aggregateIndex
 	index := func(context.Context) (err error) {
+		if agg, err = m.indexAggregate(r, size); agg != nil || err != nil {
+			return err
+		}
 		px, err = indexPiece(r, size) // one sequential pass
 		return err
 	}
@@ -146,6 +150,9 @@ func (m *pieceMount) withIndex(ctx context.Context, r mount.Reader) (mount.Reade
 	if err != nil {
 		_ = r.Close()
 		return nil, fmt.Errorf("piece %s: index: %w", m.PieceCid, err)
+	}
+	if agg != nil {
+		return m.serveAggregate(r, size, agg)
 	}
 	for _, b := range px.skipped {
 		log.Warnw("block left out of the piece's index: larger than the blockstore serves",

@@ -147,7 +147,7 @@ func (w *Wrapper) openShard(ctx context.Context, pieceCid cid.Cid, lazy bool) (C
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
 	closed := w.pieces.opened(key)
-	return &shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor, closed: closed}, nil
+	return w.withAggregateKeys(&shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor, closed: closed}), nil
 }
 
 // acquire queues an acquisition of the shard, held (see pieceLocks.hold)

@@ -40,6 +40,9 @@ type pieceMount struct {
 	// Oversized is the folder where the blocks left out of a piece's index
 	// are listed (see oversized.go).
 	Oversized string
+	// Segments records aggregated pieces' segments (see aggregate.go); nil:
+	// every piece is indexed as one CAR.
+	Segments *segmentStore
 
 	// localPath is a CAR on local disk given at registration; it is read
 	// in place instead of the API while it exists. It is deliberately

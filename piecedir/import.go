@@ -66,7 +66,8 @@ func (d *Dir) Import(ctx context.Context, src string) (p Piece, status ImportSta
 	} else if !st.Mode().IsRegular() {
 		return Piece{}, 0, fmt.Errorf("import %s: not a regular file", src)
 	}
-	if _, err := readCARv1Header(bufio.NewReader(in)); err != nil {
+	aggregate := isAggregate(in)
+	if _, err := readCARv1Header(bufio.NewReader(in)); err != nil && !aggregate {
 		return Piece{}, 0, fmt.Errorf("import %s: %w", src, err)
 	}
 	if _, err := in.Seek(0, io.SeekStart); err != nil {
@@ -83,7 +84,11 @@ func (d *Dir) Import(ctx context.Context, src string) (p Piece, status ImportSta
 			_ = os.Remove(tmp.Name())
 		}
 	}()
-	s, err := scanPiece(&ctxReader{ctx: ctx, f: in}, tmp)
+	scan := scanPiece
+	if aggregate {
+		scan = scanAggregate
+	}
+	s, err := scan(&ctxReader{ctx: ctx, f: in}, tmp)
 	if err != nil {
 		if s.pieceCID.Defined() {
 			return Piece{}, 0, fmt.Errorf("import %s (piece %s): %w", src, s.pieceCID, err)

@@ -154,7 +154,11 @@ func (d *Dir) adopt(name string) (Piece, error) {
 		return Piece{}, err
 	}
 	defer f.Close()
-	s, err := scanPiece(f, nil)
+	scan := scanPiece
+	if isAggregate(f) {
+		scan = scanAggregate
+	}
+	s, err := scan(f, nil)
 	if err != nil {
 		return Piece{}, err
 	}

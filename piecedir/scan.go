@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/multiformats/go-multihash"
+
+	"github.com/spstack/dagwrap/internal/segindex"
 )
 
 // scanned is what one pass over a piece's bytes establishes.
@@ -136,4 +139,43 @@ func scanPiece(r io.Reader, copyTo io.Writer) (scanned, error) {
 		return out, fmt.Errorf("non-zero data at offset %d, after the CAR ends at %d", nonZero, out.carSize)
 	}
 	return out, nil
+}
+
+// isAggregate reports whether the file f holds an aggregated piece
+// (FRC-0058): a data segment index with at least one valid entry at the end
+// of a file of a whole unpadded piece size. Its segments need not start
+// with a CAR (and the first need not be one): the wrapper indexes the
+// segments that are CARs.
+func isAggregate(f *os.File) bool {
+	st, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	_, ok, err := segindex.Read(f, st.Size())
+	return err == nil && ok
+}
+
+// scanAggregate reads an aggregated piece once, computing its CommP (the
+// aggregate's piece CID, as go-data-segment computes it) over every byte;
+// its segments are not parsed here. Every byte read is also written to
+// copyTo, which may be nil.
+func scanAggregate(r io.Reader, copyTo io.Writer) (scanned, error) {
+	var calc commp.Calc
+	sinks := []io.Writer{&calc}
+	if copyTo != nil {
+		sinks = append(sinks, copyTo)
+	}
+	n, err := io.Copy(io.MultiWriter(sinks...), r)
+	if err != nil {
+		return scanned{}, fmt.Errorf("read: %w", err)
+	}
+	digest, padded, err := calc.Digest()
+	if err != nil {
+		return scanned{}, fmt.Errorf("compute piece commitment: %w", err)
+	}
+	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
+	if err != nil {
+		return scanned{}, fmt.Errorf("encode piece commitment: %w", err)
+	}
+	return scanned{pieceCID: cid.NewCidV1(cid.FilCommitmentUnsealed, mh), paddedSize: padded, fileSize: uint64(n)}, nil
 }

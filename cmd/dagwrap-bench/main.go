@@ -82,7 +82,7 @@ func parseFlags() config {
 	c := config{bigPiece: 1 << 30, smallPiece: 256 << 20, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10", "cases to run (6 comes with 1 and 2)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11", "cases to run (6 comes with 1 and 2)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -232,6 +232,11 @@ func run(cfg config, stdout io.Writer) error {
 	if want["9"] {
 		if err := add(b.case9()); err != nil {
 			return fmt.Errorf("case 9: %w", err)
+		}
+	}
+	if want["11"] {
+		if err := add(b.case11()); err != nil {
+			return fmt.Errorf("case 11: %w", err)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b row) int { // by case number

@@ -11,7 +11,7 @@ import (
 // is checked here.
 func TestRunSmallPrintsEveryCase(t *testing.T) {
 	cfg := config{
-		dir: t.TempDir(), cases: "1,2,3,4,5,6,7,8,10",
+		dir: t.TempDir(), cases: "1,2,3,4,5,6,7,8,10,11",
 		bigPiece: 1 << 20, bigBlock: 256 << 10, smallPiece: 256 << 10, smallBlock: 1 << 10, nodeEvery: 8,
 		reps: 1, seqReps: 1, fbReps: 1,
 		deals: 200, lookupPieces: 5, lookupBlocks: 100, lookups: 50,
@@ -38,7 +38,7 @@ func TestRunSmallPrintsEveryCase(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"1": 4, "2": 4, "3": 2, "4": 3, "5": 2, "6": 4, "7": 3, "8": 1, "10": 5}
+	want := map[string]int{"1": 4, "2": 4, "3": 2, "4": 3, "5": 2, "6": 4, "7": 3, "8": 1, "10": 5, "11": 1}
 	for c, n := range want {
 		if rows[c] != n {
 			t.Errorf("case %s: %d rows, want %d\n%s", c, rows[c], n, table)

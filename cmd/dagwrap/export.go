@@ -29,6 +29,7 @@ const (
 func (a *app) exportCmd() *cobra.Command {
 	var pc cid.Cid
 	var out string
+	segment := -1
 	cmd := &cobra.Command{
 		Use:   "export PIECE -o FILE",
 		Short: "Write a piece's CAR back out, byte for byte, checking every block",
@@ -38,10 +39,17 @@ it is left out), so every section comes out, in the piece's order, duplicates
 and identity CIDs included, and FILE has the piece's CommP. Each block's bytes
 are checked against its CID on the way; a block that does not match fails the
 export, naming the piece and the block, and FILE is not written. FILE is
-replaced only once it is complete and synced.`,
+replaced only once it is complete and synced. An aggregated piece (FRC-0058)
+is no one CAR: --segment N writes segment N's CAR (see dagwrap info).`,
 		Args: positional(1, pieceArg(&pc)),
 		RunE: a.action(func(ctx context.Context, n *node) error {
-			res, err := exportPiece(ctx, n, pc, out)
+			export := exportPiece
+			if segment >= 0 {
+				export = func(ctx context.Context, n *node, pc cid.Cid, out string) (exported, error) {
+					return exportSegment(ctx, n, pc, segment, out)
+				}
+			}
+			res, err := export(ctx, n, pc, out)
 			if err != nil {
 				return err
 			}
@@ -54,6 +62,7 @@ replaced only once it is complete and synced.`,
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the CAR file to write (required)")
 	_ = cmd.MarkFlagRequired("output")
+	cmd.Flags().IntVar(&segment, "segment", -1, "of an aggregated piece, the segment whose CAR to write (numbered from 0, see info)")
 	return cmd
 }
 
@@ -73,6 +82,9 @@ func exportPiece(ctx context.Context, n *node, pc cid.Cid, path string) (exporte
 		return exported{}, fmt.Errorf("export to %s: %w", path, err)
 	}
 	defer piece.Close()
+	if err := refuseAggregate(pc, piece); err != nil {
+		return exported{}, err
+	}
 	// Renaming the export over the piece's own file would cut its padding off.
 	if f, ok := piece.(*os.File); ok {
 		if a, err := f.Stat(); err == nil {

@@ -109,6 +109,8 @@ type infoJSON struct {
 	// Oversized lists blocks left out of the index: larger than the
 	// blockstore serves, so never announced.
 	Oversized []oversizedJSON `json:"oversized_blocks,omitempty"`
+	// Segments lists an aggregated piece's segments (FRC-0058).
+	Segments []segmentJSON `json:"segments,omitempty"`
 }
 
 type oversizedJSON struct {
@@ -123,12 +125,17 @@ func (a *app) infoCmd() *cobra.Command {
 		Use:   "info PIECE",
 		Short: "Show a shard's state, index statistics and piece file",
 		Args:  positional(1, pieceArg(&pc)),
-		RunE: a.action(func(_ context.Context, n *node) error {
+		RunE: a.action(func(ctx context.Context, n *node) error {
 			si, err := n.shard(pc)
 			if err != nil {
 				return err
 			}
 			out := infoJSON{shardJSON: toShardJSON(si)}
+			if segs, err := n.w.Segments(ctx, pc); err == nil {
+				out.Segments = toSegmentsJSON(segs)
+			} else if si.State != dagstore.ShardStateErrored {
+				return err
+			}
 			// A record that could not be restored has no stats; it is
 			// still worth showing.
 			if st, err := n.w.IndexStats(pc); err == nil {
@@ -166,9 +173,12 @@ func (a *app) infoCmd() *cobra.Command {
 			} else {
 				fmt.Fprintf(tw, "file:\t%s\n", out.File)
 				fmt.Fprintf(tw, "piece size:\t%d padded, %d unpadded\n", out.PaddedSize, out.Size)
-				fmt.Fprintf(tw, "CAR:\t%d bytes, %d blocks\n", out.CARSize, out.CARBlocks)
-				fmt.Fprintf(tw, "roots:\t%s\n", strings.Join(out.Roots, " "))
+				if len(out.Segments) == 0 { // an aggregate's CARs are its segments'
+					fmt.Fprintf(tw, "CAR:\t%d bytes, %d blocks\n", out.CARSize, out.CARBlocks)
+					fmt.Fprintf(tw, "roots:\t%s\n", strings.Join(out.Roots, " "))
+				}
 			}
+			printSegments(tw, out.Segments)
 			return tw.Flush()
 		}),
 	}

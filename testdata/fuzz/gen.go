@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 
 	carv2 "github.com/ipld/go-car/v2"
+
+	"github.com/spstack/dagwrap/internal/cargen"
 )
 
 func main() {
@@ -42,6 +44,7 @@ func main() {
 		"truncated-block":  sample[:len(sample)-10],
 		"zeros":            make([]byte, 256),
 		"not-a-car":        bytes.Repeat([]byte("not a car "), 20),
+		"aggregate":        aggregate(),
 	}
 	for name, b := range pieces {
 		write("FuzzIndexPiece", name, fmt.Sprintf("[]byte(%q)", b))
@@ -61,6 +64,24 @@ func main() {
 	for name, u := range urls {
 		write("FuzzMountURL", name, fmt.Sprintf("string(%q)", u))
 	}
+}
+
+// aggregate is a 2 KiB aggregated piece (FRC-0058) built by go-data-segment:
+// a small CAR and a segment that is not one.
+func aggregate() []byte {
+	dir, err := os.MkdirTemp("", "dagwrap-seed-")
+	check(err)
+	defer os.RemoveAll(dir)
+	car := filepath.Join(dir, "small.car")
+	check(cargen.WriteSmall(car, 1, 3))
+	b, err := os.ReadFile(car)
+	check(err)
+	path := filepath.Join(dir, "aggregate")
+	_, err = cargen.WriteAggregate(path, 0, b, bytes.Repeat([]byte("not a car, a segment of text. "), 4))
+	check(err)
+	out, err := os.ReadFile(path)
+	check(err)
+	return out
 }
 
 func write(target, name, value string) {

@@ -275,15 +275,7 @@ func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
 		return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", err)
 	}
 	defer done()
-	for _, released := range w.cache.sweep(time.Time{}, true) {
-		select {
-		case <-released:
-		case <-ctx.Done():
-			return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", ctx.Err())
-		case <-w.ctx.Done():
-			return GCResult{Failed: map[cid.Cid]error{}}, fmt.Errorf("gc: %w", ErrClosed)
-		}
-	}
+	w.cache.sweep(time.Time{}, true)
 	// Bounded by Close too, though Close waits for it.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

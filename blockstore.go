@@ -15,8 +15,9 @@ import (
 )
 
 // ClosableBlockstore is a read-only blockstore over one piece. Close releases
-// the shard; it must be called exactly once the caller is done, and further
-// calls are no-ops.
+// the shard and returns once the dagstore has processed the release (so a
+// GC or destroy right after it finds the shard free); it must be called
+// once the caller is done, and further calls are no-ops.
 type ClosableBlockstore interface {
 	dagstore.ReadBlockstore
 	io.Closer
@@ -31,7 +32,11 @@ type shardBlockstore struct {
 	// closed ends the piece's open count (pieceLocks.opened) once the
 	// accessor's release is queued.
 	closed func()
-	once   sync.Once
+	// released is called just before the release is queued; the channel
+	// it returns closes once the dagstore has processed it (see releases).
+	released func() <-chan struct{}
+	stopped  <-chan struct{} // the dagstore's event loop has exited
+	once     sync.Once
 	err    error
 	// hashOnRead is kept here: go-car's read-only blockstore (v2.14.2 too)
 	// ignores the flag.
@@ -96,8 +101,15 @@ func (b *shardBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
 
 func (b *shardBlockstore) Close() error {
 	b.once.Do(func() {
+		done := b.released()
 		b.err = b.acc.Close()
 		b.closed()
+		if b.err == nil {
+			select {
+			case <-done:
+			case <-b.stopped:
+			}
+		}
 	})
 	return b.err
 }

@@ -147,7 +147,9 @@ func (w *Wrapper) openShard(ctx context.Context, pieceCid cid.Cid, lazy bool) (C
 		return nil, fmt.Errorf("load piece %s: open blockstore: %w", pieceCid, err)
 	}
 	closed := w.pieces.opened(key)
-	return w.withAggregateKeys(&shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor, closed: closed}), nil
+	released := func() <-chan struct{} { return w.releases.expect(key) }
+	return w.withAggregateKeys(&shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor,
+		closed: closed, released: released, stopped: w.dagstClosed}), nil
 }
 
 // acquire queues an acquisition of the shard, held (see pieceLocks.hold)

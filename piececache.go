@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 )
@@ -196,12 +195,10 @@ func (c *pieceCache) release(e *openPiece) {
 	c.closeAll(toClose)
 }
 
-// closeAll closes the entries' pieces and returns channels closed once the
-// dagstore has processed their releases.
-func (c *pieceCache) closeAll(es []*openPiece) []<-chan struct{} {
-	var released []<-chan struct{}
+// closeAll closes the entries' pieces; each Close returns once the
+// dagstore has processed the release.
+func (c *pieceCache) closeAll(es []*openPiece) int {
 	for _, e := range es {
-		released = append(released, c.w.releases.expect(e.key))
 		if err := e.bs.Close(); err != nil {
 			c.w.log.Warnw("closing a cached piece", "piece", e.key, "error", err)
 		}
@@ -210,7 +207,7 @@ func (c *pieceCache) closeAll(es []*openPiece) []<-chan struct{} {
 		c.mu.Unlock()
 		close(e.gone)
 	}
-	return released
+	return len(es)
 }
 
 // evict takes the piece out of the cache and returns channels closed once
@@ -258,9 +255,8 @@ func (c *pieceCache) has(key shard.Key) bool {
 }
 
 // sweep closes the idle entries unused since before now-idle, and with
-// all set, every idle entry. It returns channels closed once the dagstore
-// has processed each release.
-func (c *pieceCache) sweep(now time.Time, all bool) []<-chan struct{} {
+// all set, every idle entry, and returns how many it closed.
+func (c *pieceCache) sweep(now time.Time, all bool) int {
 	var toClose []*openPiece
 	c.mu.Lock()
 	for el := c.lru.Front(); el != nil; {
@@ -312,50 +308,3 @@ func (c *pieceCache) close() {
 	c.sweep(time.Time{}, true)
 }
 
-// releases tells when the dagstore has processed the releases of accessors
-// dagwrap closed: closing an accessor only queues its release, and a shard
-// counts as being read until the event loop has run it. The trace loop
-// reports each release it sees. A release the dagstore makes on its own
-// (after a failed acquire) may end a wait early: the waits are for
-// housekeeping that may simply find the shard still in use.
-type releases struct {
-	mu sync.Mutex
-	m  map[shard.Key]*releaseWait
-}
-
-type releaseWait struct {
-	n    int
-	done chan struct{}
-}
-
-// expect counts a release about to be queued for key and returns a channel
-// closed once every expected release of key has been seen.
-func (r *releases) expect(key shard.Key) <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = make(map[shard.Key]*releaseWait)
-	}
-	rw := r.m[key]
-	if rw == nil {
-		rw = &releaseWait{done: make(chan struct{})}
-		r.m[key] = rw
-	}
-	rw.n++
-	return rw.done
-}
-
-// observe takes one dagstore event.
-func (r *releases) observe(t dagstore.Trace) {
-	if t.Op != dagstore.OpShardRelease {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if rw := r.m[t.Key]; rw != nil {
-		if rw.n--; rw.n == 0 {
-			close(rw.done)
-			delete(r.m, t.Key)
-		}
-	}
-}

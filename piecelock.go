@@ -35,8 +35,9 @@
 //   - a lookup right after Start misses a Lotus root's index:
 //     TestLotusLookupsRightAfterStart
 //   - closing an accessor only queues its release, so a GC right after it
-//     sees the shard in use (releases, fed by the trace loop):
-//     TestGCClosesIdleCachedPieces
+//     sees the shard in use: a blockstore's Close waits for it (releases.go,
+//     fed by the trace loop): TestGCClosesIdleCachedPieces,
+//     TestCloseReturnsOnceReleased
 
 package dagwrap
 

@@ -71,16 +71,15 @@ func refsTo(t *testing.T, path string) int {
 	return n
 }
 
-// waitReleased waits until the dagstore has processed the release of the
-// piece's accessors (it happens in its event loop, after Close returns):
-// GC skips shards still being served.
+// waitReleased checks that the dagstore has processed the release of the
+// piece's accessors: a blockstore's Close returns only then, and GC skips
+// shards still being served.
 func waitReleased(t *testing.T, w *Wrapper, pcs ...cid.Cid) {
 	t.Helper()
 	for _, pc := range pcs {
-		waitFor(t, "release of "+pc.String(), func() bool {
-			info, err := w.ShardInfo(pc)
-			return err == nil && info.State == dagstore.ShardStateAvailable
-		})
+		if info, err := w.ShardInfo(pc); err != nil || info.State != dagstore.ShardStateAvailable {
+			t.Fatalf("piece %s after Close: %v, %v; want available", pc, info.State, err)
+		}
 	}
 }
 

@@ -255,10 +255,10 @@ func TestBlockstoreCacheBounds(t *testing.T) {
 		}
 	}
 	// Not idle long enough: kept; idle past the bound: closed.
-	if n := len(w.cache.sweep(time.Now(), false)); n != 0 {
+	if n := w.cache.sweep(time.Now(), false); n != 0 {
 		t.Fatalf("sweep closed %d pieces used just now", n)
 	}
-	if n := len(w.cache.sweep(time.Now().Add(2*time.Hour), false)); n != 2 || openPieces(w, ps) != 0 {
+	if n := w.cache.sweep(time.Now().Add(2*time.Hour), false); n != 2 || openPieces(w, ps) != 0 {
 		t.Fatalf("sweep past the idle bound closed %d, %d still open", n, openPieces(w, ps))
 	}
 }

@@ -251,7 +251,7 @@ func (p *filePiece) Close() error {
 }
 
 // gatedBlocks holds every Get and GetSize until release is closed (or the
-// request's context ends), telling entered first.
+// request's context ends), telling entered first (until release).
 type gatedBlocks struct {
 	Blocks
 	entered chan struct{}
@@ -259,7 +259,13 @@ type gatedBlocks struct {
 }
 
 func (g *gatedBlocks) hold(ctx context.Context) error {
-	g.entered <- struct{}{}
+	select {
+	case g.entered <- struct{}{}:
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	select {
 	case <-g.release:
 		return nil
@@ -365,6 +371,5 @@ func verifyCAR(car io.Reader, req trustlessutils.Request) (traversal.TraversalRe
 	}
 	return cfg.VerifyCar(context.Background(), car, lsys)
 }
-
 
 func lower(s string) string { return strings.ToLower(s) }

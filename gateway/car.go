@@ -64,12 +64,21 @@ func (h *handler) serveCAR(ctx context.Context, w http.ResponseWriter, r *http.R
 	_, err = cfg.Traverse(ctx, lsys, nil)
 	switch {
 	case err == nil:
+		if s.car == nil { // an identity root: a CAR of the header alone
+			if err := s.begin(); err != nil {
+				h.log.Debugw("gateway CAR header not sent", "path", r.URL.Path, "error", err)
+			}
+		}
 		return
 	case s.car == nil:
 		// Nothing written yet: the status can still say what went wrong.
 		h.fail(w, r, fmt.Errorf("CAR of %s: %w", root, err))
 	default:
-		h.log.Debugw("gateway CAR stream aborted after its first byte", "path", r.URL.Path, "blocks", s.written, "error", err)
+		if ctx.Err() != nil { // the client went away or the timeout ended it
+			h.log.Debugw("gateway CAR stream aborted after its first byte", "path", r.URL.Path, "blocks", s.written, "error", err)
+		} else {
+			h.log.Warnw("gateway CAR stream aborted after its first byte", "path", r.URL.Path, "blocks", s.written, "error", err)
+		}
 		abort(w)
 	}
 }
@@ -102,9 +111,8 @@ func (s *carStream) open(lc linking.LinkContext, l datamodel.Link) (io.Reader, e
 		return nil, fmt.Errorf("block %s: %w", c, err)
 	}
 	if s.car == nil {
-		s.car, err = carstorage.NewWritable(s.out, []cid.Cid{s.root}, carv2.WriteAsCarV1(true), carv2.AllowDuplicatePuts(s.dups))
-		if err != nil {
-			return nil, fmt.Errorf("CAR header: %w", err)
+		if err := s.begin(); err != nil {
+			return nil, err
 		}
 	}
 	if err := s.car.Put(lc.Ctx, c.KeyString(), blk.RawData()); err != nil {
@@ -112,6 +120,16 @@ func (s *carStream) open(lc linking.LinkContext, l datamodel.Link) (io.Reader, e
 	}
 	s.written++
 	return bytes.NewReader(blk.RawData()), nil
+}
+
+// begin writes the CAR header.
+func (s *carStream) begin() error {
+	car, err := carstorage.NewWritable(s.out, []cid.Cid{s.root}, carv2.WriteAsCarV1(true), carv2.AllowDuplicatePuts(s.dups))
+	if err != nil {
+		return fmt.Errorf("CAR header: %w", err)
+	}
+	s.car = car
+	return nil
 }
 
 // abort ends a response whose status is already sent without a clean end:

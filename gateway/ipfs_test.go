@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/ipfs/go-cid"
 	trustlessutils "github.com/ipld/go-trustless-utils"
 	"github.com/ipld/go-trustless-utils/traversal"
+	"github.com/multiformats/go-multihash"
 )
 
 const (
@@ -238,5 +240,33 @@ func TestCARMissingBlockMidWalk(t *testing.T) {
 	t.Logf("curl: %v", err)
 	if _, verr := verifyCAR(bytes.NewReader(cbody), trustlessutils.Request{Root: d.root, Scope: trustlessutils.DagScopeAll, Duplicates: true}); verr == nil {
 		t.Fatal("the CAR curl got verifies, want a failure")
+	}
+}
+
+// Pins issue 13: an identity CID carries its block, so a CAR of it is a
+// header with no block sections (what the verifier expects), not an empty
+// body; raw gives the inlined bytes.
+func TestIdentityRoot(t *testing.T) {
+	d := writeDAG(t, t.TempDir(), 6, false)
+	srv := serve(t, New(openBlocks(t, d.path), nil))
+	mh, err := multihash.Sum([]byte("inline block"), multihash.IDENTITY, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := cid.NewCidV1(cid.Raw, mh)
+	resp, body := get(t, http.MethodGet, srv.URL+"/ipfs/"+id.String()+"?format=car")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CAR of an identity CID: %d %q", resp.StatusCode, body)
+	}
+	res, err := verifyCAR(bytes.NewReader(body), trustlessutils.Request{Root: id, Scope: trustlessutils.DagScopeAll, Duplicates: true})
+	if err != nil {
+		t.Fatalf("CAR of an identity CID (%d bytes) fails verification: %v", len(body), err)
+	}
+	if res.BlocksIn != 0 {
+		t.Errorf("CAR of an identity CID: %d block sections, want 0", res.BlocksIn)
+	}
+	resp, body = get(t, http.MethodGet, srv.URL+"/ipfs/"+id.String()+"?format=raw")
+	if resp.StatusCode != http.StatusOK || string(body) != "inline block" {
+		t.Fatalf("raw identity block: %d %q, want 200 \"inline block\"", resp.StatusCode, body)
 	}
 }

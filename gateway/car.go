@@ -56,7 +56,7 @@ func (h *handler) serveCAR(ctx context.Context, w http.ResponseWriter, r *http.R
 		return
 	}
 
-	s := &carStream{blocks: h.blocks, out: w, root: root, dups: dups}
+	s := &carStream{ctx: ctx, blocks: h.blocks, out: w, root: root, dups: dups}
 	lsys := cidlink.DefaultLinkSystem()
 	lsys.StorageReadOpener = s.open
 	unixfsnode.AddUnixFSReificationToLinkSystem(&lsys)
@@ -86,6 +86,7 @@ func (h *handler) serveCAR(ctx context.Context, w http.ResponseWriter, r *http.R
 // carStream writes each block the traversal loads to the response; the CAR
 // header goes out with the first block, so an unknown root is still a 404.
 type carStream struct {
+	ctx     context.Context // the request's, for a LinkContext without one
 	blocks  Blocks
 	out     io.Writer
 	root    cid.Cid
@@ -106,7 +107,11 @@ func (s *carStream) open(lc linking.LinkContext, l datamodel.Link) (io.Reader, e
 	if dec, err := multihash.Decode(c.Hash()); err == nil && dec.Code == multihash.IDENTITY {
 		return bytes.NewReader(dec.Digest), nil
 	}
-	blk, err := s.blocks.Get(lc.Ctx, c)
+	ctx := lc.Ctx
+	if ctx == nil {
+		ctx = s.ctx
+	}
+	blk, err := s.blocks.Get(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("block %s: %w", c, err)
 	}
@@ -115,7 +120,7 @@ func (s *carStream) open(lc linking.LinkContext, l datamodel.Link) (io.Reader, e
 			return nil, err
 		}
 	}
-	if err := s.car.Put(lc.Ctx, c.KeyString(), blk.RawData()); err != nil {
+	if err := s.car.Put(ctx, c.KeyString(), blk.RawData()); err != nil {
 		return nil, fmt.Errorf("block %s: writing to the client: %w", c, err)
 	}
 	s.written++

@@ -180,8 +180,9 @@ type filePieces struct {
 	opens  atomic.Int64
 	closes atomic.Int64
 	closed chan cid.Cid
-	// gate, if set, is called before every read after the first of a piece.
-	gate func()
+	// gate, if set, is called before every read after the first of a piece;
+	// a non-nil error it returns fails that read.
+	gate func() error
 	ctxs chan context.Context // if set, receives the context of every OpenPiece
 }
 
@@ -233,7 +234,9 @@ type filePiece struct {
 
 func (p *filePiece) ReadAt(b []byte, off int64) (int, error) {
 	if p.reads.Add(1) > 1 && p.fp.gate != nil {
-		p.fp.gate()
+		if err := p.fp.gate(); err != nil {
+			return 0, err
+		}
 	}
 	return p.f.ReadAt(b, off)
 }

@@ -48,6 +48,11 @@ func (h *handler) servePiece(ctx context.Context, w http.ResponseWriter, r *http
 	w.Header().Set("Cache-Control", "public, max-age=29030400, immutable")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(g, 0, p.Size()))
+	// ServeContent drops a read error mid-body (the client sees a short
+	// body); say it here unless the client or the timeout ended the read.
+	if err := g.readErr(); err != nil && ctx.Err() == nil {
+		h.log.Warnw("gateway piece read failed mid-body", "piece", pc, "error", err)
+	}
 }
 
 // checkPieceCID accepts a v1 piece CID (fil-commitment-unsealed,
@@ -76,6 +81,8 @@ type guardedPiece struct {
 	mu     sync.RWMutex
 	p      Piece
 	closed bool
+	errMu  sync.Mutex
+	err    error // the first read error other than EOF
 }
 
 var errPieceClosed = errors.New("gateway: piece already closed")
@@ -89,7 +96,21 @@ func (g *guardedPiece) ReadAt(b []byte, off int64) (int, error) {
 	if g.closed {
 		return 0, errPieceClosed
 	}
-	return g.p.ReadAt(b, off)
+	n, err := g.p.ReadAt(b, off)
+	if err != nil && err != io.EOF {
+		g.errMu.Lock()
+		if g.err == nil {
+			g.err = fmt.Errorf("reading %d bytes at %d: %w", len(b), off, err)
+		}
+		g.errMu.Unlock()
+	}
+	return n, err
+}
+
+func (g *guardedPiece) readErr() error {
+	g.errMu.Lock()
+	defer g.errMu.Unlock()
+	return g.err
 }
 
 // Close closes the piece once no read is in flight.

@@ -113,7 +113,7 @@ func TestPieceClientDisconnectClosesPiece(t *testing.T) {
 	fp := newFilePieces()
 	p := fp.addPiece(t, dir, 9, 1<<20)
 	release := make(chan struct{})
-	fp.gate = func() { <-release } // holds every read after the first
+	fp.gate = func() error { <-release; return nil } // holds every read after the first
 	fp.ctxs = make(chan context.Context, 1)
 	srv := serve(t, New(openBlocks(t, writeDAG(t, dir, 10, false).path), fp))
 
@@ -147,6 +147,32 @@ func TestPieceClientDisconnectClosesPiece(t *testing.T) {
 	if o, c := fp.opens.Load(), fp.closes.Load(); o != 1 || c != 1 {
 		t.Fatalf("%d opens, %d closes; want 1 and 1", o, c)
 	}
+}
+
+// Pins issue 13: a piece read that fails after the first byte leaves the
+// body short of its Content-Length and the connection closed, so the
+// client sees an unexpected EOF, never a clean short piece; the piece is
+// closed.
+func TestPieceReadErrorMidBody(t *testing.T) {
+	dir := t.TempDir()
+	fp := newFilePieces()
+	p := fp.addPiece(t, dir, 15, 1<<20)
+	fp.gate = func() error { return errors.New("sector read failed") }
+	srv := serve(t, New(openBlocks(t, writeDAG(t, dir, 16, false).path), fp))
+	resp, err := http.Get(srv.URL + "/piece/" + p.CID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("GET piece failing mid-body: %d, %v after %d of %d bytes; want 200 then an unexpected EOF", resp.StatusCode, err, len(body), p.Size)
+	}
+	_, _, _, err = curl(t, srv.URL+"/piece/"+p.CID.String())
+	if err == nil {
+		t.Fatal("curl of a piece failing mid-body: exit 0, want a failed transfer")
+	}
+	waitClosed(t, fp, 2)
 }
 
 // Pins issue 13: status codes: 400 malformed CID or parameter, 404 unknown

@@ -13,10 +13,14 @@
 //     (default all), entity-bytes, dups=y|n in the Accept header: a CARv1
 //     with {cid} as its only root, streamed in depth-first order while
 //     go-trustless-utils' traversal walks the DAG over Blocks. HEAD checks
-//     the root exists and sends the headers only.
-//   - GET/HEAD /piece/{pieceCID}: the piece's bytes read from its ReaderAt
-//     (Range, 206 and Content-Range, 416 when unsatisfiable, Etag
-//     "{pieceCID}", Content-Type application/piece).
+//     the root exists and sends the headers only. A path the DAG lacks
+//     answers 200 with the blocks walked looking for it (a verifier's
+//     traversal.CheckPath tells the path was not reached).
+//   - GET/HEAD /piece/{pieceCID} (a v1 or v2 piece CID): the piece's bytes
+//     read from its ReaderAt, never loaded whole (Range, 206 and
+//     Content-Range, 416 when unsatisfiable, several ranges as
+//     multipart/byteranges, Etag "{pieceCID}", Content-Type
+//     application/piece).
 //
 // Status codes: 400 for a malformed CID, path or parameter; 404 for content
 // Blocks or Pieces do not have (an error for which go-ipld-format's
@@ -39,6 +43,7 @@
 //
 // Every call to Blocks and Pieces gets the request's context bounded by the
 // per-request timeout (WithTimeout), which also bounds writes to a slow
-// client; a client that disconnects cancels it. Every opened Piece is closed
+// client (so it must cover a whole piece download); a client that
+// disconnects cancels it. Every opened Piece is closed
 // before the handler returns.
 package gateway

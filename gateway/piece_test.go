@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -92,6 +93,15 @@ func TestPieceDownload(t *testing.T) {
 	resp, _ = get(t, http.MethodGet, url, "Range", fmt.Sprintf("bytes=%d-", size))
 	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", size) {
 		t.Fatalf("GET %s past the end: %d, Content-Range %q; want 416, bytes */%d", url, resp.StatusCode, resp.Header.Get("Content-Range"), size)
+	}
+	waitClosed(t, fp, 1)
+
+	// Several ranges: http.ServeContent's multipart answer, read from its own
+	// goroutine; the piece is still closed once (and never read closed).
+	resp, body = get(t, http.MethodGet, url, "Range", "bytes=0-9,1000-1099")
+	if resp.StatusCode != http.StatusPartialContent || !strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/byteranges") ||
+		!bytes.Contains(body, want[:10]) || !bytes.Contains(body, want[1000:1100]) {
+		t.Fatalf("GET %s two ranges: %d %s, %d bytes; want 206 multipart/byteranges with both", url, resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
 	}
 	waitClosed(t, fp, 1)
 

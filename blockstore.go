@@ -37,7 +37,7 @@ type shardBlockstore struct {
 	released func() <-chan struct{}
 	stopped  <-chan struct{} // the dagstore's event loop has exited
 	once     sync.Once
-	err    error
+	err      error
 	// hashOnRead is kept here: go-car's read-only blockstore (v2.14.2 too)
 	// ignores the flag.
 	hashOnRead atomic.Bool

@@ -307,4 +307,3 @@ func (c *pieceCache) close() {
 	c.mu.Unlock()
 	c.sweep(time.Time{}, true)
 }
-

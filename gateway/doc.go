@@ -35,9 +35,10 @@
 // A failure after the first byte of a CAR (a block missing or unreadable
 // mid-walk, the timeout, the client gone) cannot change the status any
 // more: the handler then closes the connection without HTTP/1.1's final
-// zero-length chunk (on HTTP/2 it resets the stream), so a client sees an
-// unexpected EOF and a verifying client (traversal.Config.VerifyCar) reports
-// the missing block; a stream that ends cleanly is always complete. A piece
+// zero-length chunk, so a client sees an unexpected EOF and a verifying
+// client (traversal.Config.VerifyCar) reports the missing block. On HTTP/2
+// the stream ends as usual and only verification shows it incomplete (the
+// alternative, a panic with http.ErrAbortHandler, is not made). A piece
 // read that fails mid-body leaves it short of its Content-Length, which the
 // server likewise turns into a closed connection.
 //

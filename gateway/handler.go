@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -13,6 +12,8 @@ import (
 	format "github.com/ipfs/go-ipld-format"
 	logging "github.com/ipfs/go-log/v2"
 	trustlesshttp "github.com/ipld/go-trustless-utils/http"
+
+	"github.com/spstack/dagwrap"
 )
 
 // Blocks is the read-only blockstore blocks are served from (dagwrap's
@@ -24,19 +25,16 @@ type Blocks interface {
 	GetSize(ctx context.Context, c cid.Cid) (int, error)
 }
 
-// Pieces opens a piece's bytes by piece CID. An error for which
-// go-ipld-format's IsNotFound is true means the piece is unknown.
+// Pieces opens a piece's bytes by piece CID; a *dagwrap.Wrapper is one. An
+// error for which go-ipld-format's IsNotFound is true means the piece is
+// unknown.
 type Pieces interface {
 	OpenPiece(ctx context.Context, pieceCid cid.Cid) (Piece, error)
 }
 
 // Piece is one open piece: random access and its length. The handler closes
 // it before the request's handler returns.
-type Piece interface {
-	io.ReaderAt
-	io.Closer
-	Size() int64
-}
+type Piece = dagwrap.PieceReader
 
 // Logger is what the handler logs through; *logging.ZapEventLogger
 // satisfies it.

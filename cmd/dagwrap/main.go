@@ -141,6 +141,7 @@ Exit codes: 0 success, 1 operational failure, 2 usage error.`,
 		a.exportCmd(),
 		a.destroyCmd(),
 		a.migrateCmd(),
+		a.serveCmd(),
 	)
 	return root
 }

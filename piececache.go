@@ -19,7 +19,7 @@ const (
 )
 
 // pieceCache keeps pieces open for the cross-piece blockstore: at most max
-// of them idle, none idle longer than idle. Concurrent requests for one
+// of them (more only while in use), none idle longer than idle. Concurrent requests for one
 // piece share one acquire. A piece in use is never closed under its users:
 // an evicted one (destroy, GC, the bound) closes on its last release.
 //
@@ -34,7 +34,7 @@ type pieceCache struct {
 	mu      sync.Mutex
 	entries map[shard.Key]*openPiece
 	leaving map[shard.Key][]*openPiece // out of entries, not closed yet
-	lru     list.List                  // idle entries, least recently used first
+	lru     list.List                  // loaded entries, least recently released first
 	closed  bool
 	sweeper sync.Once
 	// recent is the entry last released: a DAG walk reads its blocks from
@@ -51,7 +51,7 @@ type openPiece struct {
 	err   error
 	refs  int
 	used  time.Time
-	idle  *list.Element // in lru while refs == 0
+	elem  *list.Element // in lru once loaded, until forgotten
 	gone  chan struct{} // closed once bs is closed
 	// evicted entries are out of entries and close on their last release.
 	evicted bool
@@ -141,13 +141,7 @@ func isContextErr(err error) bool {
 }
 
 // ref adds a user; mu is held.
-func (c *pieceCache) ref(e *openPiece) {
-	e.refs++
-	if e.idle != nil {
-		c.lru.Remove(e.idle)
-		e.idle = nil
-	}
-}
+func (c *pieceCache) ref(e *openPiece) { e.refs++ }
 
 // forget takes e out of the cache, so no new user finds it, and counts it
 // as leaving until it is closed (or its load fails); mu is held.
@@ -156,9 +150,9 @@ func (c *pieceCache) forget(e *openPiece) {
 		delete(c.entries, e.key)
 		c.leaving[e.key] = append(c.leaving[e.key], e)
 	}
-	if e.idle != nil {
-		c.lru.Remove(e.idle)
-		e.idle = nil
+	if e.elem != nil {
+		c.lru.Remove(e.elem)
+		e.elem = nil
 	}
 	if c.recent == e {
 		c.recent = nil
@@ -171,8 +165,9 @@ func (c *pieceCache) releaser(e *openPiece) func() {
 }
 
 // release ends one use of e. The last user of an evicted entry closes it;
-// otherwise it becomes idle, and the least recently used idle entries
-// beyond the bound are closed.
+// otherwise it becomes idle, and while more than max pieces are open the
+// least recently used idle ones are closed. (No allocation on this path:
+// it runs once per block read.)
 func (c *pieceCache) release(e *openPiece) {
 	var toClose []*openPiece
 	c.mu.Lock()
@@ -182,12 +177,19 @@ func (c *pieceCache) release(e *openPiece) {
 			toClose = append(toClose, e)
 		} else {
 			e.used = time.Now()
-			e.idle = c.lru.PushBack(e)
+			if e.elem == nil {
+				e.elem = c.lru.PushBack(e)
+			} else {
+				c.lru.MoveToBack(e.elem)
+			}
 			c.recent = e
-			for c.lru.Len() > c.max {
-				old := c.lru.Front().Value.(*openPiece)
-				c.forget(old)
-				toClose = append(toClose, old)
+			for el := c.lru.Front(); el != nil && c.lru.Len() > c.max; {
+				old, next := el.Value.(*openPiece), el.Next()
+				if old.refs == 0 {
+					c.forget(old)
+					toClose = append(toClose, old)
+				}
+				el = next
 			}
 		}
 	}
@@ -261,12 +263,15 @@ func (c *pieceCache) sweep(now time.Time, all bool) int {
 	c.mu.Lock()
 	for el := c.lru.Front(); el != nil; {
 		e, next := el.Value.(*openPiece), el.Next()
+		el = next
+		if e.refs > 0 {
+			continue // in use: it moves back when released
+		}
 		if !all && now.Sub(e.used) < c.idle {
-			break // the rest were used later
+			break // the rest were released later
 		}
 		c.forget(e)
 		toClose = append(toClose, e)
-		el = next
 	}
 	c.mu.Unlock()
 	return c.closeAll(toClose)

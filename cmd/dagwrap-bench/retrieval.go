@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -15,6 +18,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/gateway"
 	"github.com/spstack/dagwrap/internal/cargen"
 )
 
@@ -47,7 +51,7 @@ type request struct {
 
 // runClients makes the requests from clients goroutines and returns the
 // requests per second, each request's latency and the errors.
-func runClients(clients int, reqs []request, get func(request) error) (float64, []time.Duration, int64) {
+func runClients[R any](clients int, reqs []R, get func(R) error) (float64, []time.Duration, int64) {
 	lat := make([]time.Duration, len(reqs))
 	var next, errs atomic.Int64
 	var wg sync.WaitGroup
@@ -160,6 +164,13 @@ func (b *bench) case10(small cargen.Piece, label string) ([]row, error) {
 			Dagwrap: float64(allErrs), Baseline: float64(baseErrs), Target: "0", met: valueAtMost(0)},
 	)
 
+	// 10d: the same over HTTP, through the gateway on loopback.
+	httpRows, err := b.overHTTP(w, ps, reqs, throughAll)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, httpRows...)
+
 	// 10c: memory after touching many more pieces than the cache keeps.
 	logf("case 10: RSS after touching %d pieces", b.cfg.touchPieces)
 	w2, root2, err := b.openWrapper(randomAPI{b.store}, 0)
@@ -193,4 +204,82 @@ func (b *bench) case10(small cargen.Piece, label string) ([]row, error) {
 	rows = append(rows, row{Case: "10", What: fmt.Sprintf("RSS after touching %d pieces vs after the cache's bound (%d)", len(many), bound),
 		Unit: bytesU, Dagwrap: float64(after), Baseline: float64(atBound), Target: "ratio ≤ 1.5", met: ratioAtMost(1.5)})
 	return rows, nil
+}
+
+// overHTTP measures raw blocks and 64 KiB piece ranges over HTTP with
+// b.cfg.clients clients against the same reads in process.
+func (b *bench) overHTTP(w *dagwrap.Wrapper, ps []cargen.Piece, reqs []request, inProcess func(request) error) ([]row, error) {
+	logf("case 10: raw blocks and piece ranges over HTTP, %d clients", b.cfg.clients)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: gateway.New(w.Blockstore(), w, gateway.WithMaxRequests(4*b.cfg.clients))}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.cfg.clients}}
+	fetch := func(url, rng string, want int) error {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode/100 != 2 || (want >= 0 && n != int64(want)) {
+			return fmt.Errorf("%s: %s, %d bytes", url, resp.Status, n)
+		}
+		return nil
+	}
+	raw := func(r request) error { return fetch(base+"/ipfs/"+r.block.String()+"?format=raw", "", -1) }
+	inRate, _, _ := runClients(b.cfg.clients, reqs, inProcess)
+	httpRate, httpLat, httpErrs := runClients(b.cfg.clients, reqs, raw)
+	slices.Sort(httpLat)
+
+	// Piece ranges: the same piece offsets, over HTTP and by ReadAt.
+	const span = 64 << 10
+	rng := rand.New(rand.NewPCG(11, 11))
+	type pieceRange struct {
+		pc  cid.Cid
+		off int64
+	}
+	ranges := make([]pieceRange, max(len(reqs)/4, 1))
+	for i := range ranges {
+		p := ps[rng.IntN(len(ps))]
+		ranges[i] = pieceRange{p.CID, rng.Int64N(p.Size - span)}
+	}
+	ctx := context.Background()
+	readAt := func(pr pieceRange) error {
+		r, err := w.OpenPiece(ctx, pr.pc)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		buf := make([]byte, span)
+		_, err = r.ReadAt(buf, pr.off)
+		return err
+	}
+	byHTTP := func(pr pieceRange) error {
+		return fetch(base+"/piece/"+pr.pc.String(), fmt.Sprintf("bytes=%d-%d", pr.off, pr.off+span-1), span)
+	}
+	localRate, _, _ := runClients(b.cfg.clients, ranges, readAt)
+	rangeRate, _, rangeErrs := runClients(b.cfg.clients, ranges, byHTTP)
+	mbps := func(perSec float64) float64 { return perSec * span / 1e6 }
+	what := fmt.Sprintf("%d clients over HTTP (gateway, loopback)", b.cfg.clients)
+	return []row{
+		{Case: "10", What: what + ": raw 1 KiB blocks/s vs Blockstore.Get in process", Unit: perSec, Dagwrap: httpRate, Baseline: inRate},
+		{Case: "10", What: what + ": raw block p99 latency", Unit: seconds, Dagwrap: percentile(httpLat, 99).Seconds(), Baseline: none},
+		{Case: "10", What: what + ": 64 KiB piece ranges vs OpenPiece+ReadAt in process", Unit: mbPerSec, Dagwrap: mbps(rangeRate), Baseline: mbps(localRate)},
+		{Case: "10", What: what + ": errors (raw blocks + piece ranges)", Unit: plain, Dagwrap: float64(httpErrs + rangeErrs), Baseline: none, Target: "0", met: valueAtMost(0)},
+	}, nil
 }

@@ -11,12 +11,12 @@ import (
 // is checked here.
 func TestRunSmallPrintsEveryCase(t *testing.T) {
 	cfg := config{
-		dir: t.TempDir(), cases: "1,2,3,4,5,6,7,8,10,11",
+		dir: t.TempDir(), cases: "1,2,3,4,5,6,7,8,10,11,12",
 		bigPiece: 1 << 20, bigBlock: 256 << 10, smallPiece: 256 << 10, smallBlock: 1 << 10, nodeEvery: 8,
 		reps: 1, seqReps: 1, fbReps: 1,
 		deals: 200, lookupPieces: 5, lookupBlocks: 100, lookups: 50,
 		tliPieces: 5, tliMHs: 100, tliShared: 0.1,
-		clients: 8, retrievalPieces: 5, retrievalRequests: 200, touchPieces: 70,
+		clients: 8, retrievalPieces: 5, retrievalRequests: 200, touchPieces: 70, restartShards: 200,
 	}
 	var out strings.Builder
 	if err := run(cfg, &out); err != nil {
@@ -38,7 +38,7 @@ func TestRunSmallPrintsEveryCase(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"1": 4, "2": 4, "3": 2, "4": 3, "5": 2, "6": 4, "7": 3, "8": 1, "10": 9, "11": 1}
+	want := map[string]int{"1": 4, "2": 4, "3": 2, "4": 3, "5": 2, "6": 4, "7": 3, "8": 1, "10": 9, "11": 1, "12": 5}
 	for c, n := range want {
 		if rows[c] != n {
 			t.Errorf("case %s: %d rows, want %d\n%s", c, rows[c], n, table)

@@ -82,7 +82,8 @@ type piece struct {
 	key   shard.Key
 	state state
 	stop  context.CancelFunc // of the insert in progress, if any
-	done  chan struct{}      // closed when the piece becomes complete or is removed
+	done  chan struct{}      // closed when the piece becomes complete, is removed or its insert fails
+	err   error              // why its insert failed; set before done is closed
 }
 
 type purge struct {
@@ -168,6 +169,9 @@ func (x *Index) AddMultihashesForShard(_ context.Context, it index.MultihashIter
 	if ok && x.pieces[num].stop != nil {
 		x.pieces[num].stop() // a newer add of the same entries replaces it
 	}
+	if ok && x.pieces[num].err != nil { // a failed insert: this add starts afresh
+		x.pieces[num] = &piece{key: k, state: adding, done: make(chan struct{})}
+	}
 	if !ok {
 		num = x.next
 		x.next++
@@ -185,8 +189,15 @@ func (x *Index) AddMultihashesForShard(_ context.Context, it index.MultihashIter
 		defer x.wg.Done()
 		defer stop()
 		if err := x.insert(ctx, num, it); err != nil {
-			if ctx.Err() == nil {
-				x.log.Errorw("top-level index: adding a piece's multihashes failed; it is added again at the next start", "piece", k, "error", err)
+			if ctx.Err() != nil {
+				return // replaced, removed or closed
+			}
+			x.log.Errorw("top-level index: adding a piece's multihashes failed; it is added again at the next start", "piece", k, "error", err)
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			if x.pieces[num] == p && p.state == adding {
+				p.err, p.stop = fmt.Errorf("top-level index: add piece %s: %w", k, err), nil
+				close(p.done) // waiters learn it failed rather than wait for good
 			}
 			return
 		}
@@ -237,7 +248,7 @@ func (x *Index) writeEntries(ctx context.Context, it index.MultihashIterator, op
 }
 
 // Wait returns once k's entries are complete (nil), k was removed or is
-// unknown (ds.ErrNotFound), or ctx ended.
+// unknown (ds.ErrNotFound), its insert failed (that error), or ctx ended.
 func (x *Index) Wait(ctx context.Context, k shard.Key) error {
 	x.mu.Lock()
 	num, ok := x.byKey[k]
@@ -256,6 +267,9 @@ func (x *Index) Wait(ctx context.Context, k shard.Key) error {
 	}
 	if x.Complete(k) {
 		return nil
+	}
+	if p.err != nil {
+		return p.err
 	}
 	return ds.ErrNotFound
 }
@@ -326,7 +340,7 @@ func (x *Index) RemoveShard(_ context.Context, it index.MultihashIterator, k sha
 	if p.stop != nil {
 		p.stop()
 	}
-	if p.state != complete {
+	if p.state != complete && p.err == nil {
 		close(p.done)
 	}
 	p.state, p.stop = removed, nil

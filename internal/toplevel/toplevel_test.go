@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/filecoin-project/dagstore/shard"
 	ds "github.com/ipfs/go-datastore"
@@ -273,5 +274,49 @@ func TestReclaimResumesAtOpen(t *testing.T) {
 	}
 	if n := entries(t, db); n != 0 {
 		t.Fatalf("%d entries of a removed piece left after a restart", n)
+	}
+}
+
+// failingIt yields some multihashes, then fails, as an unreadable index
+// would.
+type failingIt struct{ mhs }
+
+var errUnreadable = errors.New("index unreadable")
+
+func (f failingIt) ForEach(fn func(multihash.Multihash) error) error {
+	if err := f.mhs.ForEach(fn); err != nil {
+		return err
+	}
+	return errUnreadable
+}
+
+// A failed insert ends Wait with its error (it used to leave waiters
+// waiting for good), the piece is not reported, and a new add of the same
+// piece starts afresh and completes.
+func TestFailedInsertEndsWaits(t *testing.T) {
+	x, _ := open(t, t.TempDir())
+	defer x.Close()
+	k := shard.KeyFromString("piece-a")
+	hs := hashes(t, 0, 10)
+	if err := x.AddMultihashesForShard(context.Background(), failingIt{hs}, k); err != nil {
+		t.Fatal(err)
+	}
+	// The bound only keeps a regression from hanging the run.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := x.Wait(ctx, k); !errors.Is(err, errUnreadable) {
+		t.Fatalf("Wait after a failed insert: %v, want the insert's error", err)
+	}
+	if got := lookup(t, x, hs[0]); got != nil {
+		t.Fatalf("a piece whose insert failed is reported: %v", got)
+	}
+	if err := x.AddMultihashesForShard(context.Background(), hs, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Wait(ctx, k); err != nil {
+		t.Fatalf("Wait after adding the piece again: %v", err)
+	}
+	if got := lookup(t, x, hs[9]); len(got) != 1 || got[0] != k.String() {
+		t.Fatalf("after the second add: %v", got)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/filecoin-project/dagstore/mount"
+	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 )
@@ -363,6 +364,11 @@ func verifyCrash(t *testing.T, root string, api *fakeAPI, pieces []testPiece, sc
 			info, _ := w.ShardInfo(p.pc)
 			fail("piece %s (state %s after restart): first load: %v", p.pc, info.State, err)
 			continue
+		}
+		// A load that indexed the piece leaves its top-level entries to
+		// the background: lookups find them once complete.
+		if err := w.waitSearchable(ctx, shard.KeyFromCID(p.pc)); err != nil {
+			fail("piece %s: top-level entries after its first load: %v", p.pc, err)
 		}
 		checkLookups(t, w, p, fail)
 	}

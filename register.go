@@ -2,6 +2,7 @@ package dagwrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
 )
 
 // RegisterShard registers the piece as a shard. With a carPath, the CAR on
@@ -40,8 +42,11 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 	return nil
 }
 
-// RegisterShardSync is RegisterShard that waits for the result. A piece
-// that is already registered returns an error wrapping ErrShardExists.
+// RegisterShardSync is RegisterShard that waits for the result; with
+// eagerInit it also waits until lookups find the piece's blocks (the
+// dagstore makes the shard available first, and RegisterShard's result
+// says only that). A piece that is already registered returns an error
+// wrapping ErrShardExists.
 func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {
 	pieceCid, err := pieceV1(pieceCid)
 	if err != nil {
@@ -67,10 +72,39 @@ func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath st
 		err = res.Error
 	}
 	w.m.observe(opRegister, start, err)
+	if err == nil && eagerInit {
+		err = w.waitSearchable(ctx, shard.KeyFromCID(pieceCid))
+	}
 	if err != nil {
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	return nil
+}
+
+// searchable is a top-level index that tells when a piece's entries are
+// complete; dagwrap's own is one.
+type searchable interface {
+	Wait(ctx context.Context, k shard.Key) error
+}
+
+// waitSearchable returns once lookups find k's blocks, with a top-level
+// index that tells; a piece removed meanwhile is not an error.
+func (w *Wrapper) waitSearchable(ctx context.Context, k shard.Key) error {
+	s, ok := w.top.(searchable)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(w.ctx, cancel)()
+	err := s.Wait(ctx, k)
+	switch {
+	case err == nil, errors.Is(err, ds.ErrNotFound):
+		return nil
+	case w.ctx.Err() != nil:
+		return ErrClosed
+	}
+	return err
 }
 
 // submitRegister queues the registration and returns the channel its result

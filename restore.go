@@ -284,5 +284,9 @@ func (w *Wrapper) reconcilePiece(ctx context.Context, k shard.Key) error {
 	if !ok {
 		return errors.New("index is not iterable")
 	}
-	return w.tli.AddMultihashesForShard(ctx, indexMultihashes{it}, k)
+	if err := w.tli.AddMultihashesForShard(ctx, indexMultihashes{it}, k); err != nil {
+		return err
+	}
+	// One piece at a time, and complete before the old entries may go.
+	return w.tli.Wait(ctx, k)
 }

@@ -75,12 +75,17 @@ func (t *topLevel) close() error {
 	return errors.Join(t.compact.Close(), t.db.Close())
 }
 
-// AddMultihashesForShard records the shard's multihashes and returns once
-// they are all searchable.
+// AddMultihashesForShard records the shard's multihashes in the background
+// and returns once the piece is numbered, so the dagstore makes the shard
+// available without waiting for them; the piece is reported by lookups only
+// once its entries are complete (see Wait).
 func (t *topLevel) AddMultihashesForShard(ctx context.Context, it index.MultihashIterator, k shard.Key) error {
-	if err := t.compact.AddMultihashesForShard(ctx, it, k); err != nil {
-		return err
-	}
+	return t.compact.AddMultihashesForShard(ctx, it, k)
+}
+
+// Wait returns once k's entries are searchable, k was removed or is unknown
+// (ds.ErrNotFound), its insert failed (its error), or ctx ended.
+func (t *topLevel) Wait(ctx context.Context, k shard.Key) error {
 	if err := t.compact.Wait(ctx, k); err != nil {
 		return fmt.Errorf("top-level index: piece %s: %w", k, err)
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
-	"github.com/jackc/pgx/v5"
 	carindex "github.com/ipld/go-car/v2/index"
+	"github.com/jackc/pgx/v5"
 	"github.com/multiformats/go-multicodec"
 	"github.com/multiformats/go-multihash"
 )

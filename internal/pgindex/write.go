@@ -7,8 +7,8 @@ import (
 
 	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/shard"
-	"github.com/jackc/pgx/v5"
 	carindex "github.com/ipld/go-car/v2/index"
+	"github.com/jackc/pgx/v5"
 	"github.com/multiformats/go-multihash"
 )
 

@@ -224,7 +224,8 @@ func openWrapper(t testing.TB, root string, api MinerAPI, cfg ...Config) *Wrappe
 		c = cfg[0]
 	}
 	c.RootDir = root
-	w, err := New(c, api)
+	c, opts := backendConfig(t, c)
+	w, err := New(c, api, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

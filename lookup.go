@@ -38,7 +38,8 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 	for _, k := range keys {
 		// Entries of a shard whose destroy was interrupted may linger
 		// until the next start; never report a piece that is gone.
-		if _, err := w.shardInfo(k); err != nil {
+		// A shared directory reports every node's pieces.
+		if _, err := w.shardInfo(k); err != nil && w.indexDB == nil {
 			continue
 		}
 		c, err := cid.Decode(k.String())

@@ -20,6 +20,8 @@ import (
 	"github.com/multiformats/go-multihash"
 	ldberrors "github.com/syndtr/goleveldb/leveldb/errors"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
+
+	"github.com/spstack/dagwrap/internal/pgindex"
 )
 
 var (
@@ -52,6 +54,7 @@ type Config struct {
 	MaxConcurrencyStorageCalls int           // MinerAPI calls at once; 0 means the default, 100
 	MaxConcurrentUnseals       int           // fetches at once of pieces that must be unsealed first; 0 means the default, 5
 	GCInterval                 time.Duration // 0 means the default, 1 minute
+	IndexDSN                   string        // postgres:// URL of a shared piece directory; "" keeps the indexes under RootDir
 }
 
 func (c Config) withDefaults() Config {
@@ -92,6 +95,9 @@ type Wrapper struct {
 	irepo index.FullIndexRepo
 	tli   *topLevel      // dagwrap's own top-level index; nil when the node injected one
 	top   index.Inverted // the top-level index in use: tli, or the node's
+	// indexDB is the piece directory in a database, if configured: then
+	// irepo and top.
+	indexDB *pgindex.Repo
 	dagst *dagstore.DAGStore
 	// dagstCfg builds dagst, and a fresh one after a failed Start.
 	dagstCfg dagstore.Config
@@ -209,6 +215,9 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	w.records.bad = &w.bad
 	w.transients = newTransients(resolveLink(filepath.Join(root, transientsDir)), w.gate, w.cfg.MaxConcurrentReadyFetches)
 
+	if err := w.openIndexDB(w.ctx, &o); err != nil {
+		return fmt.Errorf("index database: %w", err)
+	}
 	if w.irepo = o.irepo; w.irepo == nil {
 		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
 			return fmt.Errorf("open index repo: %w", err)

@@ -95,12 +95,13 @@ type Wrapper struct {
 	irepo index.FullIndexRepo
 	tli   *topLevel      // dagwrap's own top-level index; nil when the node injected one
 	top   index.Inverted // the top-level index in use: tli, or the node's
-	// indexDB is the piece directory in a database, if configured: then
-	// irepo and top.
-	indexDB *pgindex.Repo
 	dagst *dagstore.DAGStore
 	// dagstCfg builds dagst, and a fresh one after a failed Start.
 	dagstCfg dagstore.Config
+
+	// indexDB is the piece directory in a database, if configured: then
+	// irepo and top.
+	indexDB *pgindex.Repo
 
 	nodeStore bool     // store is the node's (WithDatastore): synced, not closed
 	m         *metrics // nil without WithMetrics: every hook is then a no-op

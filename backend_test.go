@@ -86,13 +86,23 @@ func testSchemaName(t testing.TB) string {
 	return s
 }
 
-// backendConfig puts c on the test backend: on pg, the test server and the
-// test's schema.
-func backendConfig(t testing.TB, c Config) (Config, []Option) {
-	t.Helper()
+// init puts every Wrapper the tests open without index options of their
+// own on the test server when DAGWRAP_TEST_BACKEND=pg, in a schema of its
+// root's (a root reopened, by a crash helper too, finds its directory).
+// Those schemas are left to the throwaway server test.sh starts.
+func init() {
 	if !onPG() {
-		return c, nil
+		return
 	}
-	c.IndexDSN = testPG(t)
-	return c, []Option{WithIndexSchema(testSchemaName(t))}
+	dsn := os.Getenv(testPGEnv)
+	testBackend = func(c *Config, o *options) {
+		if c.IndexDSN != "" || o.db.pool != nil || o.irepo != nil || o.top != nil || dsn == "" {
+			return
+		}
+		h := sha256.Sum256([]byte(c.RootDir))
+		c.IndexDSN = dsn
+		if o.db.schema == "" {
+			o.db.schema = "r_" + hex.EncodeToString(h[:8])
+		}
+	}
 }

@@ -224,8 +224,7 @@ func openWrapper(t testing.TB, root string, api MinerAPI, cfg ...Config) *Wrappe
 		c = cfg[0]
 	}
 	c.RootDir = root
-	c, opts := backendConfig(t, c)
-	w, err := New(c, api, opts...)
+	w, err := New(c, api)
 	if err != nil {
 		t.Fatal(err)
 	}

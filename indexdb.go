@@ -23,6 +23,10 @@ import (
 // holdings in a shared directory are recorded under it.
 var nodeIDKey = ds.NewKey("/dagwrap/node-id")
 
+// testBackend, set only by the tests, puts a Wrapper that has no index
+// options of its own on the database backend, so the core tests run on it.
+var testBackend func(*Config, *options)
+
 // indexDBOptions are the options of the database backend.
 type indexDBOptions struct {
 	pool    *pgxpool.Pool

@@ -186,6 +186,9 @@ func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 			opt(&o)
 		}
 	}
+	if testBackend != nil {
+		testBackend(&cfg, &o)
+	}
 	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
 	w.applyLogger(o)
 	if err := w.open(api, o); err != nil {

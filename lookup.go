@@ -20,7 +20,9 @@ type ShardInfo struct {
 }
 
 // GetPiecesContainingBlock returns the registered pieces that hold the
-// block, or an error wrapping ErrBlockNotFound.
+// block, or an error wrapping ErrBlockNotFound. With an index database
+// (Config.IndexDSN) it returns every piece in the shared directory that
+// holds the block, whichever node indexed it.
 func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) {
 	if err := checkCID("block", blockCID); err != nil {
 		return nil, err

@@ -171,24 +171,21 @@ func (r *Repo) errorf(format string, args ...any) error {
 
 // call runs f under a context bounded by parent, the timeout and Close.
 // A call that failed on a broken connection (the server restarted, or
-// terminated the backend) or on a serialization conflict is made again,
-// on a fresh connection: every call here is idempotent.
+// terminated the backend) or on a serialization conflict is made again, on
+// a fresh connection, within the same timeout: every call here is
+// idempotent.
 func (r *Repo) call(parent context.Context, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(parent, r.timeout)
+	defer cancel()
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		ctx, cancel := context.WithTimeout(parent, r.timeout)
-		stop := context.AfterFunc(r.ctx, cancel)
-		err = f(ctx)
-		stop()
-		cancel()
-		if err == nil || !retryable(err) || parent.Err() != nil {
+		if err = f(ctx); err == nil || !retryable(err) || ctx.Err() != nil {
 			break
 		}
-		if r.ctx.Err() != nil {
-			return fmt.Errorf("closed: %w", err)
-		}
 	}
-	if err != nil && r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if err != nil && r.ctx.Err() != nil {
 		return fmt.Errorf("closed: %w", err)
 	}
 	return err

@@ -43,6 +43,7 @@ type config struct {
 	tliPieces, tliMHs     int
 	tliShared             float64
 	tliScale              int
+	indexDSN              string // case 10's database
 }
 
 type bench struct {
@@ -78,7 +79,7 @@ func parseFlags() config {
 	c := config{bigPiece: 1 << 30, smallPiece: 256 << 20, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9", "cases to run (6 comes with 1 and 2)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10", "cases to run (6 comes with 1 and 2; 10 needs -index-dsn)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -95,6 +96,7 @@ func parseFlags() config {
 	flag.IntVar(&c.tliMHs, "tli-mhs", 1000, "multihashes per piece in case 7")
 	flag.IntVar(&c.tliScale, "tli-scale", 20_000_000, "entries added to the top-level index in case 9")
 	flag.Float64Var(&c.tliShared, "tli-shared", 0.1, "share of each piece's multihashes common to every piece in case 7")
+	flag.StringVar(&c.indexDSN, "index-dsn", os.Getenv("DAGWRAP_INDEX_DSN"), "postgres:// URL for case 10, the PostgreSQL piece directory (default $DAGWRAP_INDEX_DSN; none: skipped)")
 	flag.Parse()
 	return c
 }
@@ -219,6 +221,11 @@ func run(cfg config, stdout io.Writer) error {
 	if want["9"] {
 		if err := add(b.case9()); err != nil {
 			return fmt.Errorf("case 9: %w", err)
+		}
+	}
+	if want["10"] {
+		if err := add(b.case10()); err != nil {
+			return fmt.Errorf("case 10: %w", err)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b row) int { return strings.Compare(a.Case, b.Case) })

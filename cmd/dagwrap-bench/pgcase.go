@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/filecoin-project/dagstore/shard"
@@ -25,7 +27,7 @@ import (
 const boostYugabyteRate = 63_000
 
 // counterIndex is a piece index of the counters [from, from+n) at offsets
-// i*100, made on the fly (nothing held in memory).
+// (i-from)*100, iterated in multihash order as a piece's sorted index is.
 type counterIndex struct{ from, n int }
 
 func counterMH(i int) multihash.Multihash {
@@ -37,8 +39,17 @@ func counterMH(i int) multihash.Multihash {
 }
 
 func (c counterIndex) ForEach(f func(multihash.Multihash, uint64) error) error {
-	for i := c.from; i < c.from+c.n; i++ {
-		if err := f(counterMH(i), uint64(i-c.from)*100); err != nil {
+	type entry struct {
+		mh  multihash.Multihash
+		off uint64
+	}
+	es := make([]entry, c.n)
+	for i := range es {
+		es[i] = entry{counterMH(c.from + i), uint64(i) * 100}
+	}
+	slices.SortFunc(es, func(a, b entry) int { return bytes.Compare(a.mh, b.mh) })
+	for _, e := range es {
+		if err := f(e.mh, e.off); err != nil {
 			return err
 		}
 	}

@@ -25,6 +25,7 @@ func state(t *testing.T, w *Wrapper, pc cid.Cid) dagstore.ShardState {
 }
 
 func TestInitShardIndexesLazyShard(t *testing.T) {
+	skipOnPG(t, "checks the index file under the root")
 	api := newFakeAPI(true)
 	w := openWrapper(t, t.TempDir(), api)
 	ctx := context.Background()

@@ -335,7 +335,7 @@ func verifyCrash(t *testing.T, root string, api *fakeAPI, pieces []testPiece, sc
 
 	for _, p := range pieces {
 		for _, b := range carBlocks(t, p.path) {
-			keys, err := w.tli.GetShardsForMultihash(ctx, b.Cid().Hash())
+			keys, err := w.top.GetShardsForMultihash(ctx, b.Cid().Hash())
 			if err != nil && !errors.Is(err, ds.ErrNotFound) {
 				fail("top-level index lookup: %v", err)
 			}

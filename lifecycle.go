@@ -58,6 +58,9 @@ func (w *Wrapper) start(ctx context.Context) error {
 	if err := w.prepareRecords(ctx); err != nil {
 		return fmt.Errorf("dagwrap: %w", err)
 	}
+	if err := w.ensureIndexDB(ctx); err != nil {
+		return fmt.Errorf("dagwrap: %w", err)
+	}
 	// Lookups on a Lotus root read its stock index from the first one on,
 	// until the background reconciliation has rebuilt it.
 	if w.tli != nil {

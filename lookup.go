@@ -19,7 +19,9 @@ type ShardInfo struct {
 }
 
 // GetPiecesContainingBlock returns the registered pieces that hold the
-// block, or an error wrapping ErrBlockNotFound.
+// block, or an error wrapping ErrBlockNotFound. With an index database
+// (Config.IndexDSN) it returns every piece in the shared directory that
+// holds the block, whichever node indexed it.
 func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) {
 	if err := checkCID("block", blockCID); err != nil {
 		return nil, err
@@ -29,7 +31,8 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}
 	defer done()
-	pieces, err := w.localPieces(w.ctx, blockCID.Hash())
+	// A shared directory reports every node's pieces (see the doc above).
+	pieces, err := w.lookupPieces(w.ctx, blockCID.Hash(), w.indexDB == nil)
 	if err != nil {
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}

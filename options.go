@@ -22,6 +22,7 @@ type options struct {
 	top        index.Inverted
 	loggerName string
 	registerer prometheus.Registerer
+	db         indexDBOptions
 }
 
 // WithDatastore keeps shard state (and dagwrap's top-level index, unless
@@ -97,6 +98,7 @@ func (w *Wrapper) applyLogger(o options) {
 // closeStore closes the datastore if the Wrapper opened it. A node's
 // datastore is only synced: the node closes it.
 func (w *Wrapper) closeStore() error {
+	w.closeIndexDB()
 	if w.tli != nil {
 		if err := w.tli.close(); err != nil {
 			w.log.Warnw("closing the top-level index", "error", err)

@@ -20,6 +20,8 @@ import (
 	"github.com/multiformats/go-multihash"
 	ldberrors "github.com/syndtr/goleveldb/leveldb/errors"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
+
+	"github.com/spstack/dagwrap/internal/pgindex"
 )
 
 var (
@@ -54,6 +56,7 @@ type Config struct {
 	GCInterval                 time.Duration // 0 means the default, 1 minute
 	OpenPieces                 int           // pieces Blockstore keeps open when idle; 0 means the default, 256
 	OpenPieceIdle              time.Duration // how long Blockstore keeps an unused piece open; 0 means the default, 2 minutes
+	IndexDSN                   string        // postgres:// URL of a shared piece directory; "" keeps the indexes under RootDir
 }
 
 func (c Config) withDefaults() Config {
@@ -103,6 +106,10 @@ type Wrapper struct {
 	dagst *dagstore.DAGStore
 	// dagstCfg builds dagst, and a fresh one after a failed Start.
 	dagstCfg dagstore.Config
+
+	// indexDB is the piece directory in a database, if configured: then
+	// irepo and top.
+	indexDB *pgindex.Repo
 
 	nodeStore bool     // store is the node's (WithDatastore): synced, not closed
 	m         *metrics // nil without WithMetrics: every hook is then a no-op
@@ -189,6 +196,9 @@ func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 			opt(&o)
 		}
 	}
+	if testBackend != nil {
+		testBackend(&cfg, &o)
+	}
 	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
 	w.applyLogger(o)
 	w.cache = newPieceCache(w, cfg.OpenPieces, cfg.OpenPieceIdle)
@@ -220,6 +230,9 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	w.records.bad = &w.bad
 	w.transients = newTransients(resolveLink(filepath.Join(root, transientsDir)), w.gate, w.cfg.MaxConcurrentReadyFetches)
 
+	if err := w.openIndexDB(w.ctx, &o); err != nil {
+		return fmt.Errorf("index database: %w", err)
+	}
 	if w.irepo = o.irepo; w.irepo == nil {
 		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
 			return fmt.Errorf("open index repo: %w", err)

@@ -48,6 +48,7 @@ type config struct {
 	retrievalRequests     int
 	touchPieces           int
 	restartShards         int
+	indexDSN              string // case 13's database
 }
 
 type bench struct {
@@ -83,7 +84,7 @@ func parseFlags() config {
 	c := config{bigPiece: 1 << 30, smallPiece: 256 << 20, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12", "cases to run (6 comes with 1 and 2)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12,13", "cases to run (6 comes with 1 and 2; 13 needs -index-dsn)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -105,6 +106,7 @@ func parseFlags() config {
 	flag.IntVar(&c.retrievalRequests, "retrieval-requests", 20_000, "block requests timed in case 10")
 	flag.IntVar(&c.touchPieces, "touch-pieces", 10_000, "pieces touched once each for case 10's memory row")
 	flag.IntVar(&c.restartShards, "restart-shards", 1_000_000, "lazily registered shards in case 12's restart")
+	flag.StringVar(&c.indexDSN, "index-dsn", os.Getenv("DAGWRAP_INDEX_DSN"), "postgres:// URL for case 13, the PostgreSQL piece directory (default $DAGWRAP_INDEX_DSN; none: skipped)")
 	flag.Parse()
 	return c
 }
@@ -234,6 +236,11 @@ func run(cfg config, stdout io.Writer) error {
 	if want["9"] {
 		if err := add(b.case9()); err != nil {
 			return fmt.Errorf("case 9: %w", err)
+		}
+	}
+	if want["13"] {
+		if err := add(b.case13()); err != nil {
+			return fmt.Errorf("case 13: %w", err)
 		}
 	}
 	if want["12"] {

@@ -33,6 +33,8 @@ import (
 const (
 	// RootEnv names the environment variable that sets the default root.
 	RootEnv = "DAGWRAP_ROOT"
+	// IndexDSNEnv names the environment variable that sets --index-dsn's default.
+	IndexDSNEnv = "DAGWRAP_INDEX_DSN"
 	// DefaultRoot is the root used when neither --root nor $DAGWRAP_ROOT is set.
 	DefaultRoot = "./dagwrap-data"
 	// piecesDir is the piece folder's name under the root.
@@ -93,6 +95,7 @@ type app struct {
 	root        string
 	json        bool
 	metricsAddr string // set by long-running commands' --metrics-addr
+	indexDSN    string // --index-dsn: the piece directory's database; "" = under the root
 	stdout      io.Writer
 	stderr      io.Writer
 }
@@ -118,12 +121,16 @@ Exit codes: 0 success, 1 operational failure, 2 usage error.`,
 			if a.root == "" {
 				a.root = DefaultRoot
 			}
+			if a.indexDSN == "" {
+				a.indexDSN = os.Getenv(IndexDSNEnv)
+			}
 		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&a.root, "root", "", "root folder (default $"+RootEnv+", else "+DefaultRoot+")")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print JSON instead of text")
+	root.PersistentFlags().StringVar(&a.indexDSN, "index-dsn", "", "postgres:// URL of a shared piece directory (default $"+IndexDSNEnv+", else indexes under the root)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErrorf("%s: %v", c.CommandPath(), err)
 	})
@@ -172,7 +179,7 @@ func (a *app) open(ctx context.Context) (*node, error) {
 		fmt.Fprintf(a.stderr, "metrics at http://%s/metrics\n", n.metrics.Addr())
 		opts = append(opts, dagwrap.WithMetrics(reg))
 	}
-	n.w, err = dagwrap.New(dagwrap.Config{RootDir: root}, n.dir, opts...)
+	n.w, err = dagwrap.New(dagwrap.Config{RootDir: root, IndexDSN: a.indexDSN}, n.dir, opts...)
 	if errors.Is(err, dagwrap.ErrRootLocked) {
 		err = fmt.Errorf("root %s is in use by another process (a node or another dagwrap command); stop it or use another --root", root)
 	}

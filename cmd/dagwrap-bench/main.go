@@ -81,7 +81,7 @@ func (f sizeFlag) Set(s string) error {
 }
 
 func parseFlags() config {
-	c := config{bigPiece: 1 << 30, smallPiece: 256 << 20, bigBlock: 256 << 10, smallBlock: 1 << 10}
+	c := config{bigPiece: 4 << 30, smallPiece: 2 << 30, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
 	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12,13", "cases to run (6 comes with 1 and 2; 13 needs -index-dsn)")
@@ -182,18 +182,22 @@ func run(cfg config, stdout io.Writer) error {
 			return nil
 		}
 		if want["1"] || want["6"] {
-			if err := split(b.case1(big, bigLabel, 2)); err != nil {
+			if err := split(b.case1(big, bigLabel, 1.2)); err != nil {
 				return fmt.Errorf("case 1: %w", err)
 			}
-			if err := split(b.case1(small, smallLabel, 4)); err != nil {
+			if err := split(b.case1(small, smallLabel, 0.25)); err != nil {
 				return fmt.Errorf("case 1: %w", err)
 			}
 		}
 		if want["2"] || want["6"] {
-			if err := split(b.case2(big, bigLabel, true)); err != nil {
+			if err := split(b.case2(big, bigLabel, true, 1.5)); err != nil {
 				return fmt.Errorf("case 2: %w", err)
 			}
-			if err := split(b.case2(small, smallLabel, false)); err != nil {
+			smallRows, err := b.case2(small, smallLabel, false, 3)
+			if err := split(smallRows, err); err != nil {
+				return fmt.Errorf("case 2: %w", err)
+			}
+			if err := add(b.firstBlockScaling(small, smallRows, smallLabel)); err != nil {
 				return fmt.Errorf("case 2: %w", err)
 			}
 		}

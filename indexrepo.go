@@ -57,17 +57,12 @@ func newIndexRepo(dir string) (*indexRepo, error) {
 
 // AddFullIndex writes the index to a temporary file, syncs it and renames
 // it into place, so the shard's index is either absent or complete.
-func (r *indexRepo) AddFullIndex(key shard.Key, idx carindex.Index) (err error) {
-	tmp, err := os.CreateTemp(r.dir, "."+key.String()+indexTmpMarker+"*")
+func (r *indexRepo) AddFullIndex(key shard.Key, idx carindex.Index) error {
+	tmp, err := fsutil.Create(r.dir, "."+key.String()+indexTmpMarker+"*")
 	if err != nil {
 		return fmt.Errorf("create index file: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Abort()
 	bw := bufio.NewWriter(tmp)
 	if _, err := carindex.WriteTo(idx, bw); err != nil {
 		return fmt.Errorf("write index: %w", err)
@@ -75,18 +70,8 @@ func (r *indexRepo) AddFullIndex(key shard.Key, idx carindex.Index) (err error) 
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write index: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync index: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close index: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(r.dir, key.String()+indexSuffix)); err != nil {
-		return fmt.Errorf("rename index into place: %w", err)
-	}
-	// The rename itself is durable only once the folder is synced.
-	if err := fsutil.SyncDir(r.dir); err != nil {
-		return fmt.Errorf("sync index folder: %w", err)
+	if err := tmp.Commit(filepath.Join(r.dir, key.String()+indexSuffix)); err != nil {
+		return fmt.Errorf("index: %w", err)
 	}
 	return nil
 }

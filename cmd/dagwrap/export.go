@@ -110,12 +110,7 @@ func writeExport(ctx context.Context, pc cid.Cid, piece io.Reader, path string) 
 	if err != nil {
 		return fail("%w", err)
 	}
-	defer func() {
-		if tmp != nil {
-			_ = os.Remove(tmp.Name())
-			_ = tmp.Close()
-		}
-	}()
+	defer tmp.Abort()
 	out := bufio.NewWriterSize(tmp, 1<<20)
 	src := &copyingReader{r: bufio.NewReaderSize(&ctxReader{ctx: ctx, r: piece}, 1<<20), w: out}
 	interrupted := func(sections int) (exported, error) {
@@ -159,15 +154,8 @@ func writeExport(ctx context.Context, pc cid.Cid, piece io.Reader, path string) 
 	if err := tmp.Truncate(res.bytes); err != nil {
 		return fail("%w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fail("%w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fail("%w", err)
-	}
-	_ = tmp.Close() // closing drops the lock; the file has its final name
-	tmp = nil
-	if err := fsutil.SyncDir(dir); err != nil {
+	// Closing drops the lock once the file has its final name.
+	if err := tmp.Commit(path); err != nil {
 		return fail("%w", err)
 	}
 	return res, nil
@@ -234,16 +222,16 @@ func (r *ctxReader) Read(p []byte) (int, error) {
 // createExportTemp creates a locked temporary file for an export in dir.
 // A leftover remover may have locked and deleted the file between its
 // creation and this lock; then another is made.
-func createExportTemp(dir string) (*os.File, error) {
+func createExportTemp(dir string) (*fsutil.File, error) {
 	for attempt := 0; ; attempt++ {
-		f, err := os.CreateTemp(dir, exportTempPrefix+"*"+exportTempSuffix)
+		f, err := fsutil.Create(dir, exportTempPrefix+"*"+exportTempSuffix)
 		if err != nil {
 			return nil, err
 		}
-		if tryLock(f) && stillAt(f) {
+		if tryLock(f.File) && stillAt(f.File) {
 			return f, nil
 		}
-		_ = f.Close()
+		_ = f.Close() // the remover that took it deletes it
 		if attempt == 2 {
 			return nil, fmt.Errorf("temporary file %s: cannot lock it", f.Name())
 		}

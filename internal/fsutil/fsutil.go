@@ -13,26 +13,15 @@ import (
 // is synced and renamed into place, and the folder is synced so the rename
 // itself survives a power cut.
 func WriteFileAtomic(dir, name string, content []byte) error {
-	tmp, err := os.CreateTemp(dir, name+".tmp-*")
+	f, err := Create(dir, name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create %s: %w", name, err)
 	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(content); err != nil {
-		_ = tmp.Close()
+	defer f.Abort()
+	if _, err := f.Write(content); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	return SyncDir(dir)
+	return f.Commit(filepath.Join(dir, name))
 }
 
 // SyncDir fsyncs a folder so that entries created or renamed in it are durable.

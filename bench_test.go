@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -22,19 +21,16 @@ import (
 	levelds "github.com/ipfs/go-ds-leveldb"
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/blockstore"
-	carindex "github.com/ipld/go-car/v2/index"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
-	"golang.org/x/exp/mmap"
 
 	"github.com/spstack/dagwrap/internal/cargen"
+	"github.com/spstack/dagwrap/internal/testkit"
 )
 
 var (
 	benchBigPiece   = flag.String("dagwrap.big-piece", "16MiB", "padded size of the benchmarks' piece of 256 KiB blocks")
 	benchSmallPiece = flag.String("dagwrap.small-piece", "4MiB", "padded size of the benchmarks' piece of 1 KiB blocks")
 )
-
-var indexOptions = []carv2.Option{carv2.ZeroLengthSectionAsEOF(true), carv2.StoreIdentityCIDs(true)}
 
 // pieces generates the benchmarks' two pieces in a folder removed when b
 // ends.
@@ -114,54 +110,12 @@ func BenchmarkRegisterEager(b *testing.B) {
 		b.Run("go-car-floor", func(b *testing.B) {
 			b.SetBytes(p.Size)
 			for i := 0; i < b.N; i++ {
-				if _, err := carv2.GenerateIndexFromFile(p.Path, indexOptions...); err != nil {
+				if _, err := carv2.GenerateIndexFromFile(p.Path, testkit.IndexOptions...); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	})
-}
-
-// floorBlockstore opens go-car's read-only blockstore the way the dagstore
-// opens a shard: memory-map the piece, read its index from disk.
-func floorBlockstore(b *testing.B, p cargen.Piece, idxPath string) (*blockstore.ReadOnly, func()) {
-	r, err := mmap.Open(p.Path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.Open(idxPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	idx, err := carindex.ReadFrom(f)
-	_ = f.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
-	bs, err := blockstore.NewReadOnly(r, idx, carv2.ZeroLengthSectionAsEOF(true))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return bs, func() { _ = r.Close() }
-}
-
-func prebuiltIndex(b *testing.B, p cargen.Piece) string {
-	idx, err := carv2.GenerateIndexFromFile(p.Path, indexOptions...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "piece.idx")
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := carindex.WriteTo(idx, f); err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-	return path
 }
 
 // Case 2: the first block after GC: LoadShard plus one Get.
@@ -196,9 +150,9 @@ func BenchmarkFirstBlockAfterGC(b *testing.B) {
 			})
 		}
 		b.Run("go-car-floor", func(b *testing.B) {
-			idxPath := prebuiltIndex(b, p)
+			idxPath := prebuiltIndex(b, p.Path)
 			for i := 0; i < b.N; i++ {
-				bs, done := floorBlockstore(b, p, idxPath)
+				bs, done := floorBlockstore(b, p.Path, idxPath)
 				if _, err := bs.Get(ctx, blk); err != nil {
 					b.Fatal(err)
 				}
@@ -237,11 +191,11 @@ func BenchmarkReadAllBlocks(b *testing.B) {
 			}
 		})
 		b.Run("go-car-floor", func(b *testing.B) {
-			idxPath := prebuiltIndex(b, p)
+			idxPath := prebuiltIndex(b, p.Path)
 			b.SetBytes(p.DataBytes)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				bs, done := floorBlockstore(b, p, idxPath)
+				bs, done := floorBlockstore(b, p.Path, idxPath)
 				for _, c := range p.CIDs {
 					if _, err := bs.Get(ctx, c); err != nil {
 						b.Fatal(err)
@@ -253,19 +207,6 @@ func BenchmarkReadAllBlocks(b *testing.B) {
 	})
 }
 
-func randomPieceCID(b *testing.B, rng *rand.Rand) cid.Cid {
-	digest := make([]byte, 32)
-	for i := range digest {
-		digest[i] = byte(rng.Uint32())
-	}
-	digest[31] &= 0x3f
-	c, err := cargen.PieceCID(digest)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return c
-}
-
 // Case 4: MigrateDeals; one op migrates 1,000 deals into a fresh root.
 func BenchmarkMigrateDeals(b *testing.B) {
 	const n = 1000
@@ -274,7 +215,7 @@ func BenchmarkMigrateDeals(b *testing.B) {
 		b.StopTimer()
 		deals := make([]Deal, n)
 		for j := range deals {
-			deals[j] = Deal{DealID: uint64(j), PieceCID: randomPieceCID(b, rng), HandedOff: true}
+			deals[j] = Deal{DealID: uint64(j), PieceCID: testkit.RandomPieceCID(rng), HandedOff: true}
 		}
 		w := newBenchWrapper(b, newFakeAPI(true))
 		b.StartTimer()
@@ -404,4 +345,22 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// prebuiltIndex writes go-car's index of the CAR for the floor.
+func prebuiltIndex(b *testing.B, carPath string) string {
+	path := filepath.Join(b.TempDir(), "piece.idx")
+	if err := testkit.FloorIndex(carPath, path); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// floorBlockstore is testkit.FloorBlockstore, failing b on an error.
+func floorBlockstore(b *testing.B, carPath, idxPath string) (*blockstore.ReadOnly, func()) {
+	bs, done, err := testkit.FloorBlockstore(carPath, idxPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bs, done
 }

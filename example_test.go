@@ -6,94 +6,28 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/filecoin-project/dagstore/mount"
-	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
-	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/internal/testkit"
 )
 
-// carAPI stands for the node's MinerAPI in these examples: it serves CAR
-// files from disk as unsealed pieces, named by their CommP piece CIDs.
-type carAPI struct {
-	pieces map[cid.Cid]string
-}
-
-// newCarAPI serves the CAR files at paths and returns their piece CIDs in
-// the same order.
-func newCarAPI(paths ...string) (*carAPI, []cid.Cid) {
-	a := &carAPI{pieces: map[cid.Cid]string{}}
+// newCarAPI stands for the node's MinerAPI in these examples: it serves the
+// CAR files at paths as unsealed pieces (testkit.Files, shared with the fx
+// tests and the benchmarks) and returns their piece CIDs in order.
+func newCarAPI(paths ...string) (*testkit.Files, []cid.Cid) {
+	api := &testkit.Files{}
 	var pcs []cid.Cid
 	for _, p := range paths {
-		pc, err := pieceCID(p)
+		pc, err := api.Serve(p)
 		if err != nil {
 			panic(err)
 		}
-		a.pieces[pc] = p
 		pcs = append(pcs, pc)
 	}
-	return a, pcs
+	return api, pcs
 }
-
-// pieceCID computes the CommP of a file's bytes.
-func pieceCID(path string) (cid.Cid, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return cid.Undef, err
-	}
-	var cp commp.Calc
-	if _, err := cp.Write(b); err != nil {
-		return cid.Undef, err
-	}
-	digest, _, err := cp.Digest()
-	if err != nil {
-		return cid.Undef, err
-	}
-	mh, err := multihash.Encode(digest, multihash.SHA2_256_TRUNC254_PADDED)
-	if err != nil {
-		return cid.Undef, err
-	}
-	return cid.NewCidV1(cid.FilCommitmentUnsealed, mh), nil
-}
-
-func (a *carAPI) path(pc cid.Cid) (string, error) {
-	if p, ok := a.pieces[pc]; ok {
-		return p, nil
-	}
-	return "", fmt.Errorf("no piece %s", pc)
-}
-
-func (a *carAPI) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Reader, error) {
-	p, err := a.path(pc)
-	if err != nil {
-		return nil, err
-	}
-	return os.Open(p)
-}
-
-func (a *carAPI) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
-	p, err := a.path(pc)
-	if err != nil {
-		return 0, err
-	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0, err
-	}
-	return uint64(st.Size()), nil
-}
-
-func (a *carAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
-	_, err := a.path(pc)
-	return err == nil, err
-}
-
-func (a *carAPI) Start(context.Context) error { return nil }
-
-// RandomAccess: files support ReadAt and Seek, so no transient copies.
-func (a *carAPI) RandomAccess() bool { return true }
 
 // startExample opens and starts a Wrapper on a temporary root, serving
 // the given CARs; done closes it and removes the root.

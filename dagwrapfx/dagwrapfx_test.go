@@ -3,97 +3,38 @@ package dagwrapfx_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/spstack/dagwrap/internal/cargen"
 
 	"github.com/filecoin-project/dagstore"
-	"github.com/filecoin-project/dagstore/mount"
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spstack/dagwrap"
 	"github.com/spstack/dagwrap/dagwrapfx"
+	"github.com/spstack/dagwrap/internal/testkit"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
 )
 
-// carAPI is a MinerAPI serving CAR files from disk as unsealed pieces.
-type carAPI struct {
-	pieces   map[cid.Cid]string
-	startErr error
-}
-
-func (a *carAPI) add(t *testing.T, path string) cid.Cid {
+// serve serves the CAR file at path as a piece of api and returns its
+// piece CID.
+func serve(t *testing.T, api *testkit.Files, path string) cid.Cid {
 	t.Helper()
-	pc, err := a.serve(path)
+	pc, err := api.Serve(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pc
 }
 
-// serve serves the CAR file at path and returns its piece CID (CommP).
-func (a *carAPI) serve(path string) (cid.Cid, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return cid.Undef, err
-	}
-	defer f.Close()
-	pc, _, err := cargen.CommP(f)
-	if err != nil {
-		return cid.Undef, err
-	}
-	if a.pieces == nil {
-		a.pieces = map[cid.Cid]string{}
-	}
-	a.pieces[pc] = path
-	return pc, nil
-}
-
-func (a *carAPI) path(pc cid.Cid) (string, error) {
-	if p, ok := a.pieces[pc]; ok {
-		return p, nil
-	}
-	return "", fmt.Errorf("no piece %s", pc)
-}
-
-func (a *carAPI) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Reader, error) {
-	p, err := a.path(pc)
-	if err != nil {
-		return nil, err
-	}
-	return os.Open(p)
-}
-
-func (a *carAPI) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
-	p, err := a.path(pc)
-	if err != nil {
-		return 0, err
-	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0, err
-	}
-	return uint64(st.Size()), nil
-}
-
-func (a *carAPI) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
-	_, err := a.path(pc)
-	return err == nil, err
-}
-
-func (a *carAPI) Start(context.Context) error { return a.startErr }
-func (a *carAPI) RandomAccess() bool          { return true }
-
 // TestModuleLifecycle builds an fx app with the module, starts it, loads a
 // shard, stops it, and checks that the Wrapper is closed and its root and
 // metrics released.
 func TestModuleLifecycle(t *testing.T) {
 	ctx := context.Background()
-	api := &carAPI{}
-	pc := api.add(t, "../testdata/sample.car")
+	api := &testkit.Files{}
+	pc := serve(t, api, "../testdata/sample.car")
 	root := t.TempDir()
 	reg := prometheus.NewRegistry()
 
@@ -147,7 +88,7 @@ func TestModuleLifecycle(t *testing.T) {
 // TestModuleFailedStartReleasesRoot checks that an application whose
 // Wrapper fails to start leaves the root unlocked.
 func TestModuleFailedStartReleasesRoot(t *testing.T) {
-	api := &carAPI{startErr: errors.New("lotus is down")}
+	api := &testkit.Files{StartErr: errors.New("lotus is down")}
 	root := t.TempDir()
 	app := fx.New(
 		fx.NopLogger,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spstack/dagwrap"
 	"github.com/spstack/dagwrap/dagwrapfx"
+	"github.com/spstack/dagwrap/internal/testkit"
 	"go.uber.org/fx"
 )
 
@@ -19,8 +20,8 @@ func Example() {
 		panic(err)
 	}
 	defer os.RemoveAll(root)
-	api := &carAPI{} // the node's MinerAPI
-	piece, err := api.serve("../testdata/sample.car")
+	api := &testkit.Files{} // stands for the node's MinerAPI
+	piece, err := api.Serve("../testdata/sample.car")
 	if err != nil {
 		panic(err)
 	}

@@ -46,12 +46,12 @@ func (b *bench) case11() ([]row, error) {
 		return nil, err
 	}
 	defer os.Remove(path)
-	b.store.add(cargen.Piece{Path: path, CID: agg.PieceCID, PieceSize: agg.PaddedSize, Size: int64(agg.Size)})
+	b.store.Add(agg.PieceCID, path, uint64(agg.Size))
 
 	register := func(pieces []cid.Cid) (time.Duration, error) {
 		var times []time.Duration
 		for i := 0; i <= b.cfg.reps; i++ { // the first round warms caches up
-			w, root, err := b.openWrapper(randomAPI{b.store}, time.Hour)
+			w, root, err := b.openWrapper(b.store, time.Hour)
 			if err != nil {
 				return 0, err
 			}

@@ -20,20 +20,26 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	levelds "github.com/ipfs/go-ds-leveldb"
 	carv2 "github.com/ipld/go-car/v2"
-	"github.com/ipld/go-car/v2/blockstore"
 	carindex "github.com/ipld/go-car/v2/index"
 	"github.com/multiformats/go-multihash"
 	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
-	"golang.org/x/exp/mmap"
 
 	"github.com/spstack/dagwrap"
 	"github.com/spstack/dagwrap/internal/cargen"
+	"github.com/spstack/dagwrap/internal/testkit"
 )
 
 var none = math.NaN()
 
-// indexOpts are the options the dagstore indexes pieces with.
-var indexOpts = []carv2.Option{carv2.ZeroLengthSectionAsEOF(true), carv2.StoreIdentityCIDs(true)}
+// floorIndex writes go-car's index of the piece next to it, once, as the
+// prebuilt index of the floor measurements.
+func (b *bench) floorIndex(p cargen.Piece) (string, error) {
+	path := p.Path + ".idx"
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	return path, testkit.FloorIndex(p.Path, path)
+}
 
 // openWrapper opens and starts a Wrapper on a fresh root under the work dir.
 func (b *bench) openWrapper(api dagwrap.MinerAPI, gc time.Duration) (*dagwrap.Wrapper, string, error) {
@@ -57,54 +63,6 @@ func closeWrapper(w *dagwrap.Wrapper, root string) {
 		logf("closing wrapper: %v", err)
 	}
 	_ = os.RemoveAll(root)
-}
-
-// floorIndex writes go-car's index of the piece next to it, once, as the
-// prebuilt index of the floor measurements.
-func (b *bench) floorIndex(p cargen.Piece) (string, error) {
-	path := p.Path + ".idx"
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	idx, err := carv2.GenerateIndexFromFile(p.Path, indexOpts...)
-	if err != nil {
-		return "", err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	if _, err := carindex.WriteTo(idx, f); err != nil {
-		_ = f.Close()
-		return "", err
-	}
-	return path, f.Close()
-}
-
-// floorBlockstore opens go-car's read-only blockstore the way the dagstore
-// opens a shard: memory-map the piece and read its index from disk.
-func floorBlockstore(p cargen.Piece, idxPath string) (*blockstore.ReadOnly, func(), error) {
-	r, err := mmap.Open(p.Path)
-	if err != nil {
-		return nil, nil, err
-	}
-	f, err := os.Open(idxPath)
-	if err != nil {
-		_ = r.Close()
-		return nil, nil, err
-	}
-	idx, err := carindex.ReadFrom(f)
-	_ = f.Close()
-	if err != nil {
-		_ = r.Close()
-		return nil, nil, err
-	}
-	bs, err := blockstore.NewReadOnly(r, idx, carv2.ZeroLengthSectionAsEOF(true))
-	if err != nil {
-		_ = r.Close()
-		return nil, nil, err
-	}
-	return bs, func() { _ = r.Close() }, nil
 }
 
 // registerEager times eager registrations of p on fresh roots until the
@@ -165,7 +123,7 @@ func (b *bench) firstBlockScaling(small cargen.Piece, rows []row, label string) 
 		return nil, err
 	}
 	defer os.Remove(tiny.Path)
-	t, _, err := b.firstBlockAfterGC(tiny, randomAPI{b.store}, tiny.CIDs[len(tiny.CIDs)/2], b.cfg.fbReps)
+	t, _, err := b.firstBlockAfterGC(tiny, b.store, tiny.CIDs[len(tiny.CIDs)/2], b.cfg.fbReps)
 	if err != nil {
 		return nil, err
 	}
@@ -177,17 +135,17 @@ func (b *bench) firstBlockScaling(small cargen.Piece, rows []row, label string) 
 func (b *bench) case1(p cargen.Piece, label string, limit float64) ([]row, error) {
 	logf("case 1: eager registration of %s", label)
 	floor, err := timeReps(b.cfg.reps, func() error {
-		_, err := carv2.GenerateIndexFromFile(p.Path, indexOpts...)
+		_, err := carv2.GenerateIndexFromFile(p.Path, testkit.IndexOptions...)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("go-car index: %w", err)
 	}
-	ra, raFound, raBytes, err := b.registerEager(p, randomAPI{b.store}, b.cfg.reps)
+	ra, raFound, raBytes, err := b.registerEager(p, b.store, b.cfg.reps)
 	if err != nil {
 		return nil, fmt.Errorf("random-access mount: %w", err)
 	}
-	seq, _, seqBytes, err := b.registerEager(p, seqAPI{b.store}, b.cfg.seqReps)
+	seq, _, seqBytes, err := b.registerEager(p, testkit.Sequential{Files: b.store}, b.cfg.seqReps)
 	if err != nil {
 		return nil, fmt.Errorf("sequential mount: %w", err)
 	}
@@ -270,7 +228,7 @@ func (b *bench) case2(p cargen.Piece, label string, vsSequential bool, floorLimi
 	}
 	ctx := context.Background()
 	floorOnce := func() error {
-		bs, done, err := floorBlockstore(p, idxPath)
+		bs, done, err := testkit.FloorBlockstore(p.Path, idxPath)
 		if err != nil {
 			return err
 		}
@@ -293,11 +251,11 @@ func (b *bench) case2(p cargen.Piece, label string, vsSequential bool, floorLimi
 		}
 		floor = append(floor, t)
 	}
-	ra, raBytes, err := b.firstBlockAfterGC(p, randomAPI{b.store}, blk, b.cfg.fbReps)
+	ra, raBytes, err := b.firstBlockAfterGC(p, b.store, blk, b.cfg.fbReps)
 	if err != nil {
 		return nil, fmt.Errorf("random-access mount: %w", err)
 	}
-	seq, seqBytes, err := b.firstBlockAfterGC(p, seqAPI{b.store}, blk, b.cfg.seqReps)
+	seq, seqBytes, err := b.firstBlockAfterGC(p, testkit.Sequential{Files: b.store}, blk, b.cfg.seqReps)
 	if err != nil {
 		return nil, fmt.Errorf("sequential mount: %w", err)
 	}
@@ -325,7 +283,7 @@ func (b *bench) case3(p cargen.Piece, label string) ([]row, error) {
 		return nil, err
 	}
 	ctx := context.Background()
-	w, root, err := b.openWrapper(randomAPI{b.store}, 0)
+	w, root, err := b.openWrapper(b.store, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +306,7 @@ func (b *bench) case3(p cargen.Piece, label string) ([]row, error) {
 		return nil
 	}
 	floor := func() error {
-		bs, done, err := floorBlockstore(p, idxPath)
+		bs, done, err := testkit.FloorBlockstore(p.Path, idxPath)
 		if err != nil {
 			return err
 		}
@@ -388,18 +346,6 @@ func (b *bench) case3(p cargen.Piece, label string) ([]row, error) {
 		Target: "ratio ≥ 0.8", met: ratioAtLeast(0.8)}}, nil
 }
 
-// randomPieceCID makes a well-formed piece CID from random bits: lazy
-// registration never reads the piece.
-func randomPieceCID(rng *rand.Rand) cid.Cid {
-	digest := make([]byte, 32)
-	for i := range digest {
-		digest[i] = byte(rng.Uint32())
-	}
-	digest[31] &= 0x3f // a CommP digest is a field element
-	c, _ := cargen.PieceCID(digest)
-	return c
-}
-
 // ldbOptions are the LevelDB options a Wrapper opens its datastore with:
 // uncompressed, strict, every write synced.
 var ldbOptions = levelds.Options{Compression: ldbopts.NoCompression, Strict: ldbopts.StrictAll}
@@ -425,7 +371,7 @@ func (b *bench) case4() ([]row, error) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	deals := make([]dagwrap.Deal, n)
 	for i := range deals {
-		deals[i] = dagwrap.Deal{DealID: uint64(i + 1), PieceCID: randomPieceCID(rng), HandedOff: true}
+		deals[i] = dagwrap.Deal{DealID: uint64(i + 1), PieceCID: testkit.RandomPieceCID(rng), HandedOff: true}
 	}
 
 	// The bound: one synced Put per registration, of a shard record's size.
@@ -446,7 +392,7 @@ func (b *bench) case4() ([]row, error) {
 	putRate := float64(puts) / time.Since(start).Seconds()
 	done()
 
-	w, root, err := b.openWrapper(randomAPI{newPieceStore()}, 0)
+	w, root, err := b.openWrapper(&testkit.Files{}, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -495,7 +441,7 @@ func (b *bench) case5() ([]row, error) {
 	for cargen.UnpaddedSize(size) < uint64(perPiece*(64+40)+256) {
 		size *= 2
 	}
-	store := newPieceStore()
+	store := &testkit.Files{}
 	var sample []cid.Cid
 	rng := rand.New(rand.NewPCG(5, 5))
 	for i := 0; i < pieces; i++ {
@@ -508,10 +454,10 @@ func (b *bench) case5() ([]row, error) {
 			sample = append(sample, p.CIDs[rng.IntN(len(p.CIDs))])
 		}
 		p.CIDs = nil
-		store.add(p)
+		store.Add(p.CID, p.Path, uint64(p.Size))
 	}
 
-	w, root, err := b.openWrapper(randomAPI{store}, 0)
+	w, root, err := b.openWrapper(store, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -519,14 +465,11 @@ func (b *bench) case5() ([]row, error) {
 	ctx := context.Background()
 	results := make(chan dagstore.ShardResult, pieces)
 	start := time.Now()
-	store.mu.RLock()
-	for pc := range store.pieces {
+	for _, pc := range store.Pieces() {
 		if err := w.RegisterShard(ctx, pc, "", true, results); err != nil {
-			store.mu.RUnlock()
 			return nil, err
 		}
 	}
-	store.mu.RUnlock()
 	for i := 0; i < pieces; i++ {
 		if r := <-results; r.Error != nil {
 			return nil, r.Error
@@ -556,19 +499,15 @@ func (b *bench) case5() ([]row, error) {
 	defer done()
 	stock := index.NewInverted(ldb)
 	start = time.Now()
-	store.mu.RLock()
-	for pc := range store.pieces {
+	for _, pc := range store.Pieces() {
 		idx, err := w.GetIterableIndexForPiece(pc)
 		if err != nil {
-			store.mu.RUnlock()
 			return nil, err
 		}
 		if err := stock.AddMultihashesForShard(ctx, iterable{idx}, shard.KeyFromCID(pc)); err != nil {
-			store.mu.RUnlock()
 			return nil, err
 		}
 	}
-	store.mu.RUnlock()
 	stockBuild := time.Since(start)
 	st := make([]time.Duration, 0, len(lookups))
 	for _, c := range lookups {
@@ -611,7 +550,7 @@ func (b *bench) case7() ([]row, error) {
 	keys := make([]shard.Key, pieces)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := range keys {
-		keys[i] = shard.KeyFromCID(randomPieceCID(rng))
+		keys[i] = shard.KeyFromCID(testkit.RandomPieceCID(rng))
 	}
 	mhsOf := func(p int) cargen.Multihashes {
 		l := append(make(cargen.Multihashes, 0, perPiece), common...)
@@ -697,7 +636,7 @@ func (b *bench) case8(p cargen.Piece, label string) ([]row, error) {
 	blk := p.CIDs[len(p.CIDs)/2]
 
 	h0 := heapAlloc()
-	fbs, done, err := floorBlockstore(p, idxPath)
+	fbs, done, err := testkit.FloorBlockstore(p.Path, idxPath)
 	if err != nil {
 		return nil, err
 	}
@@ -709,7 +648,7 @@ func (b *bench) case8(p cargen.Piece, label string) ([]row, error) {
 	runtime.KeepAlive(fbs)
 	done()
 
-	w, root, err := b.openWrapper(randomAPI{b.store}, 0)
+	w, root, err := b.openWrapper(b.store, 0)
 	if err != nil {
 		return nil, err
 	}

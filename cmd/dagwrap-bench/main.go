@@ -28,6 +28,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spstack/dagwrap/internal/cargen"
+	"github.com/spstack/dagwrap/internal/testkit"
 )
 
 type config struct {
@@ -54,7 +55,7 @@ type config struct {
 type bench struct {
 	cfg   config
 	work  string
-	store *pieceStore
+	store *testkit.Files
 }
 
 func logf(format string, args ...any) {
@@ -136,7 +137,7 @@ func run(cfg config, stdout io.Writer) error {
 	if !cfg.keep {
 		defer os.RemoveAll(work)
 	}
-	b := &bench{cfg: cfg, work: work, store: newPieceStore()}
+	b := &bench{cfg: cfg, work: work, store: &testkit.Files{}}
 	machine := machineLine(work)
 	logf("%s", machine)
 	start := time.Now()
@@ -279,7 +280,7 @@ func (b *bench) generate(name string, pieceSize, blockSize uint64, seed uint64) 
 		return cargen.Piece{}, fmt.Errorf("generate %s piece: %w", name, err)
 	}
 	logf("  %s: %s blocks, CAR %s of %s, piece %s", name, commas(p.Blocks), humanize.IBytes(uint64(p.CARSize)), humanize.IBytes(uint64(p.Size)), p.CID)
-	b.store.add(p)
+	b.store.Add(p.CID, p.Path, uint64(p.Size))
 	return p, nil
 }
 

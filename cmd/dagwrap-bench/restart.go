@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spstack/dagwrap"
+	"github.com/spstack/dagwrap/internal/testkit"
 )
 
 // case12 restarts a root holding b.cfg.restartShards lazily registered
@@ -24,9 +25,9 @@ func (b *bench) case12() ([]row, error) {
 		rng := rand.New(rand.NewPCG(12, uint64(n)))
 		deals = make([]dagwrap.Deal, n)
 		for i := range deals {
-			deals[i] = dagwrap.Deal{DealID: uint64(i + 1), PieceCID: randomPieceCID(rng), HandedOff: true}
+			deals[i] = dagwrap.Deal{DealID: uint64(i + 1), PieceCID: testkit.RandomPieceCID(rng), HandedOff: true}
 		}
-		w, root, err = b.openWrapper(randomAPI{newPieceStore()}, 0)
+		w, root, err = b.openWrapper(&testkit.Files{}, 0)
 		if err != nil {
 			return
 		}
@@ -40,7 +41,7 @@ func (b *bench) case12() ([]row, error) {
 		runtime.GC()
 		h0 := heapAlloc()
 		start := time.Now()
-		if w, err = dagwrap.New(dagwrap.Config{RootDir: root}, randomAPI{newPieceStore()}); err != nil {
+		if w, err = dagwrap.New(dagwrap.Config{RootDir: root}, &testkit.Files{}); err != nil {
 			return
 		}
 		if err = w.Start(context.Background()); err != nil {

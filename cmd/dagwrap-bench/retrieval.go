@@ -34,7 +34,7 @@ func (b *bench) manyPieces(w *dagwrap.Wrapper, name string, n int, pieceSize uin
 		if err != nil {
 			return nil, err
 		}
-		b.store.add(p)
+		b.store.Add(p.CID, p.Path, uint64(p.Size))
 		if err := w.RegisterShardSync(context.Background(), p.CID, "", true); err != nil {
 			return nil, err
 		}
@@ -81,7 +81,7 @@ func runClients[R any](clients int, reqs []R, get func(R) error) (float64, []tim
 
 func (b *bench) case10(small cargen.Piece, label string) ([]row, error) {
 	ctx := context.Background()
-	w, root, err := b.openWrapper(randomAPI{b.store}, 0)
+	w, root, err := b.openWrapper(b.store, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (b *bench) case10(small cargen.Piece, label string) ([]row, error) {
 
 	// 10c: memory after touching many more pieces than the cache keeps.
 	logf("case 10: RSS after touching %d pieces", b.cfg.touchPieces)
-	w2, root2, err := b.openWrapper(randomAPI{b.store}, 0)
+	w2, root2, err := b.openWrapper(b.store, 0)
 	if err != nil {
 		return nil, err
 	}

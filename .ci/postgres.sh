@@ -58,6 +58,7 @@ pg_start() {
       -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TMP -c max_connections=300 -c shared_buffers=128MB" \
       start >/dev/null; then
       export DAGWRAP_TEST_PG="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+      export DAGWRAP_TEST_PG_BIN="$PG_BIN" # for tests that restart a server of their own
       echo "postgres.sh: PostgreSQL ($("$PG_BIN/postgres" --version)) on 127.0.0.1:$port, data in $PG_TMP" >&2
       return 0
     fi

@@ -173,23 +173,36 @@ func (r *Repo) errorf(format string, args ...any) error {
 // A call that failed on a broken connection (the server restarted, or
 // terminated the backend) or on a serialization conflict is made again, on
 // a fresh connection, within the same timeout: every call here is
-// idempotent.
+// idempotent. The attempts back off (0.1 s doubling, about 3 s in all), so
+// a server restart (a second or two) is ridden out, while a server that
+// stays down fails the call soon.
 func (r *Repo) call(parent context.Context, f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(parent, r.timeout)
 	defer cancel()
 	stop := context.AfterFunc(r.ctx, cancel)
 	defer stop()
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = f(ctx); err == nil || !retryable(err) || ctx.Err() != nil {
+	backoff := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		if err = f(ctx); err == nil || !retryable(err) || ctx.Err() != nil || attempt == retries {
 			break
 		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		backoff *= 2
 	}
 	if err != nil && r.ctx.Err() != nil {
 		return fmt.Errorf("closed: %w", err)
 	}
 	return err
 }
+
+// retries is how many times a call is made again after a broken connection.
+const retries = 5
 
 // retryable reports a failure of the connection rather than of the
 // statement: a network error, a terminated backend, a conflict.

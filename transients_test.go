@@ -183,6 +183,12 @@ func TestSequentialCopyIsBoundedByThePieceSize(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "longer than") || !strings.Contains(err.Error(), pc.String()) {
 		t.Fatalf("register of a piece whose stream is longer than its size: %v", err)
 	}
+	// Its automatic recovery copies it again, and fails the same way; its
+	// copy in flight is not a leftover.
+	waitFor(t, "the automatic recovery to fail", func() bool {
+		info, _ := w.ShardInfo(pc)
+		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.pieces.held(shard.KeyFromCID(pc))
+	})
 	for name, size := range rootFiles(t, filepath.Join(root, transientsDir)) {
 		t.Errorf("transient %s (%d bytes) left behind", name, size)
 	}

@@ -47,7 +47,13 @@ func (b *bench) openWrapper(api dagwrap.MinerAPI, gc time.Duration) (*dagwrap.Wr
 	if err != nil {
 		return nil, "", err
 	}
-	w, err := dagwrap.New(dagwrap.Config{RootDir: root, GCInterval: gc}, api)
+	cfg := dagwrap.Config{RootDir: root, GCInterval: gc}
+	var opts []dagwrap.Option
+	if b.pg { // case 14: the piece directory in the database
+		cfg.IndexDSN = b.cfg.indexDSN
+		opts = append(opts, dagwrap.WithIndexSchema(b.pgSchema))
+	}
+	w, err := dagwrap.New(cfg, api, opts...)
 	if err != nil {
 		return nil, "", err
 	}

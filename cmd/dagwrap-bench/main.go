@@ -56,6 +56,10 @@ type bench struct {
 	cfg   config
 	work  string
 	store *testkit.Files
+	// pg makes openWrapper put the piece directory in the database, in
+	// schema pgSchema (case 14).
+	pg       bool
+	pgSchema string
 }
 
 func logf(format string, args ...any) {
@@ -85,7 +89,7 @@ func parseFlags() config {
 	c := config{bigPiece: 4 << 30, smallPiece: 2 << 30, bigBlock: 256 << 10, smallBlock: 1 << 10}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12,13", "cases to run (6 comes with 1 and 2; 13 needs -index-dsn)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12,13,14", "cases to run (6 comes with 1 and 2; 13 and 14 need -index-dsn)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -156,7 +160,7 @@ func run(cfg config, stdout io.Writer) error {
 			return fmt.Errorf("case 4: %w", err)
 		}
 	}
-	needPieces := want["1"] || want["2"] || want["3"] || want["6"] || want["8"] || want["10"]
+	needPieces := want["1"] || want["2"] || want["3"] || want["6"] || want["8"] || want["10"] || want["14"]
 	if needPieces {
 		big, err := b.generate("big", cfg.bigPiece, cfg.bigBlock, 1)
 		if err != nil {
@@ -215,6 +219,11 @@ func run(cfg config, stdout io.Writer) error {
 		if want["8"] {
 			if err := add(b.case8(small, smallLabel)); err != nil {
 				return fmt.Errorf("case 8: %w", err)
+			}
+		}
+		if want["14"] {
+			if err := add(b.case14(small, smallLabel)); err != nil {
+				return fmt.Errorf("case 14: %w", err)
 			}
 		}
 		if want["10"] {

@@ -35,6 +35,7 @@ type shardBlockstore struct {
 	// released is called just before the release is queued; the channel
 	// it returns closes once the dagstore has processed it (see releases).
 	released func() <-chan struct{}
+	serving  func() bool     // whether the shard is being served
 	stopped  <-chan struct{} // the dagstore's event loop has exited
 	once     sync.Once
 	err      error
@@ -104,7 +105,9 @@ func (b *shardBlockstore) Close() error {
 		done := b.released()
 		b.err = b.acc.Close()
 		b.closed()
-		if b.err == nil {
+		// Not serving: the release is processed already, or will be
+		// dropped (see releases).
+		if b.err == nil && b.serving() {
 			select {
 			case <-done:
 			case <-b.stopped:

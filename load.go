@@ -148,8 +148,12 @@ func (w *Wrapper) openShard(ctx context.Context, pieceCid cid.Cid, lazy bool) (C
 	}
 	closed := w.pieces.opened(key)
 	released := func() <-chan struct{} { return w.releases.expect(key) }
+	serving := func() bool {
+		info, err := w.shardInfo(key)
+		return err == nil && info.ShardState == dagstore.ShardStateServing
+	}
 	return w.withAggregateKeys(&shardBlockstore{ReadBlockstore: bs, piece: pieceCid, acc: res.Accessor,
-		closed: closed, released: released, stopped: w.dagstClosed}), nil
+		closed: closed, released: released, serving: serving, stopped: w.dagstClosed}), nil
 }
 
 // acquire queues an acquisition of the shard, held (see pieceLocks.hold)

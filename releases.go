@@ -14,6 +14,11 @@ import (
 // release the dagstore makes on its own (after a failed acquire of the same
 // shard) may end a wait early: the shard then still counts as read for a
 // moment, which only makes a GC skip it once.
+//
+// The dagstore drops, without any event, a release that finds the shard
+// neither serving nor errored (recovering, say: it leaks the reference). So
+// any event that leaves the shard not serving also ends the waits for it,
+// and Close waits only while the shard is serving (see shardBlockstore).
 type releases struct {
 	mu sync.Mutex
 	m  map[shard.Key]*releaseWait
@@ -41,17 +46,20 @@ func (r *releases) expect(key shard.Key) <-chan struct{} {
 	return rw.done
 }
 
-// observe takes one dagstore event.
+// observe takes one dagstore event: a release ends one expected release;
+// an event that leaves the shard not serving ends them all.
 func (r *releases) observe(t dagstore.Trace) {
-	if t.Op != dagstore.OpShardRelease {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rw := r.m[t.Key]; rw != nil {
-		if rw.n--; rw.n == 0 {
-			close(rw.done)
-			delete(r.m, t.Key)
-		}
+	rw := r.m[t.Key]
+	if rw == nil {
+		return
+	}
+	if t.Op == dagstore.OpShardRelease {
+		rw.n--
+	}
+	if rw.n <= 0 || t.After.ShardState != dagstore.ShardStateServing {
+		close(rw.done)
+		delete(r.m, t.Key)
 	}
 }

@@ -26,9 +26,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/filecoin-project/dagstore/index"
@@ -220,5 +222,12 @@ func retryable(err error) bool {
 		}
 		return false
 	}
-	return true // not from the server: the connection broke
+	// Not from the server: retry only what says the connection broke (an
+	// answer such as "no rows" is not retried: with the back-off, every
+	// lookup of an unknown piece took seconds).
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &netErr) || errors.As(err, &connErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
 }

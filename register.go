@@ -46,7 +46,9 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 // eagerInit it also waits until lookups find the piece's blocks (the
 // dagstore makes the shard available first, and RegisterShard's result
 // says only that). A piece that is already registered returns an error
-// wrapping ErrShardExists.
+// wrapping ErrShardExists; one destroyed while being registered (a destroy
+// may run once the registration is queued), an error wrapping
+// ErrShardUnknown.
 func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {
 	pieceCid, err := pieceV1(pieceCid)
 	if err != nil {
@@ -76,6 +78,11 @@ func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath st
 		err = w.waitSearchable(ctx, shard.KeyFromCID(pieceCid))
 	}
 	if err != nil {
+		// A destroy of the piece can run once it is submitted: then that
+		// is what happened, whatever the indexing said.
+		if _, ierr := w.shardInfo(shard.KeyFromCID(pieceCid)); errors.Is(ierr, dagstore.ErrShardUnknown) {
+			return fmt.Errorf("register piece %s: destroyed while being registered: %w (the registration said: %v)", pieceCid, ErrShardUnknown, err)
+		}
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	return nil

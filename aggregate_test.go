@@ -3,9 +3,13 @@ package dagwrap
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -387,3 +391,31 @@ func TestAggregateLeavesOutABlockCutBySegmentEnd(t *testing.T) {
 }
 
 func varintBytes(n uint64) []byte { return varint.ToUvarint(n) }
+
+// mergeRuns gives what sorting the whole bucket gives, for any number of
+// runs, empty ones and equal digests included.
+func TestMergeRunsIsASort(t *testing.T) {
+	const w = 4 + 8
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, nruns := range []int{1, 2, 3, 5, 16} {
+		var b []byte
+		bounds := []int{0}
+		for r := 0; r < nruns; r++ {
+			var run []byte
+			for n := rng.IntN(50); n > 0; n-- { // some runs are empty
+				e := make([]byte, w)
+				binary.BigEndian.PutUint32(e, uint32(rng.IntN(40))) // repeats
+				binary.LittleEndian.PutUint64(e[4:], rng.Uint64())
+				run = append(run, e...)
+			}
+			sort.Sort(fixedEntries{b: run, w: w, tmp: make([]byte, w)})
+			b = append(b, run...)
+			bounds = append(bounds, len(b))
+		}
+		want := slices.Clone(b)
+		sort.Sort(fixedEntries{b: want, w: w, tmp: make([]byte, w)})
+		if got := mergeRuns(slices.Clone(b), w, bounds); !bytes.Equal(got, want) {
+			t.Fatalf("%d runs: the merge differs from a sort", nruns)
+		}
+	}
+}

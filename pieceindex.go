@@ -181,7 +181,11 @@ type fixedEntries struct {
 
 func (f fixedEntries) Len() int { return len(f.b) / f.w }
 func (f fixedEntries) Less(i, j int) bool {
-	a, b := f.b[i*f.w:(i+1)*f.w], f.b[j*f.w:(j+1)*f.w]
+	return f.less(f.b[i*f.w:(i+1)*f.w], f.b[j*f.w:(j+1)*f.w])
+}
+
+// less orders two entries: by digest, then by offset.
+func (f fixedEntries) less(a, b []byte) bool {
 	if c := bytes.Compare(a[:f.w-8], b[:f.w-8]); c != 0 {
 		return c < 0
 	}

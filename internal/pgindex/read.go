@@ -81,20 +81,7 @@ func (r *Repo) GetFullIndex(key shard.Key) (carindex.Index, error) {
 // GetShardsForMultihash returns every piece in the directory that holds mh
 // complete, whichever node indexed it, or ds.ErrNotFound.
 func (r *Repo) GetShardsForMultihash(ctx context.Context, mh multihash.Multihash) ([]shard.Key, error) {
-	var keys []shard.Key
-	err := r.call(ctx, func(ctx context.Context) error {
-		keys = keys[:0]
-		rows, err := r.pool.Query(ctx, r.q.lookup, []byte(mh))
-		if err != nil {
-			return err
-		}
-		var piece string
-		_, err = pgx.ForEachRow(rows, []any{&piece}, func() error {
-			keys = append(keys, shard.KeyFromString(piece))
-			return nil
-		})
-		return err
-	})
+	keys, err := r.queryKeys(ctx, r.q.lookup, []byte(mh))
 	if err != nil {
 		return nil, r.errorf("look up %s: %w", mh, err)
 	}
@@ -120,20 +107,7 @@ func (r *Repo) ForEach(f func(shard.Key) (bool, error)) error {
 }
 
 func (r *Repo) myPieces(ctx context.Context) ([]shard.Key, error) {
-	var keys []shard.Key
-	err := r.call(ctx, func(ctx context.Context) error {
-		keys = keys[:0]
-		rows, err := r.pool.Query(ctx, r.q.myPieces, r.node)
-		if err != nil {
-			return err
-		}
-		var piece string
-		_, err = pgx.ForEachRow(rows, []any{&piece}, func() error {
-			keys = append(keys, shard.KeyFromString(piece))
-			return nil
-		})
-		return err
-	})
+	keys, err := r.queryKeys(ctx, r.q.myPieces, r.node)
 	if err != nil {
 		return nil, r.errorf("list this node's pieces: %w", err)
 	}
@@ -252,3 +226,23 @@ func (x *Index) Unmarshal(io.Reader) error { return errInDatabase }
 
 // Load is not supported (read-only).
 func (x *Index) Load([]carindex.Record) error { return errInDatabase }
+
+// queryKeys runs a query whose rows are piece keys, as one call (retried
+// whole on a broken connection).
+func (r *Repo) queryKeys(ctx context.Context, sql string, arg any) ([]shard.Key, error) {
+	var keys []shard.Key
+	err := r.call(ctx, func(ctx context.Context) error {
+		keys = keys[:0]
+		rows, err := r.pool.Query(ctx, sql, arg)
+		if err != nil {
+			return err
+		}
+		var piece string
+		_, err = pgx.ForEachRow(rows, []any{&piece}, func() error {
+			keys = append(keys, shard.KeyFromString(piece))
+			return nil
+		})
+		return err
+	})
+	return keys, err
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/filecoin-project/dagstore"
-	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 )
 
@@ -30,52 +29,10 @@ func (w *Wrapper) InitShard(ctx context.Context, pieceCid cid.Cid) error {
 		return fmt.Errorf("init piece %s: %w", pieceCid, err)
 	}
 	defer done()
-	if err := w.initShard(ctx, pieceCid); err != nil {
+	if err := w.shards.initialize(ctx, pieceCid); err != nil {
 		return fmt.Errorf("init piece %s: %w", pieceCid, err)
 	}
 	return nil
-}
-
-// initShard initialises one shard by acquiring it once: the dagstore fetches
-// and indexes a shard in state New on its first acquire.
-func (w *Wrapper) initShard(ctx context.Context, pieceCid cid.Cid) error {
-	key := shard.KeyFromCID(pieceCid)
-	info, err := w.shardState(key)
-	if err != nil {
-		return err
-	}
-	switch info.ShardState {
-	case dagstore.ShardStateAvailable, dagstore.ShardStateServing:
-		return nil
-	case dagstore.ShardStateErrored:
-		return fmt.Errorf("%w: recover it instead: %v", ErrShardErrored, info.Error)
-	}
-	ch := make(chan dagstore.ShardResult, 1)
-	release, err := w.acquire(key, ch)
-	if err != nil {
-		return fmt.Errorf("acquire shard: %w", err)
-	}
-	res, err := w.wait(ctx, ch)
-	if err != nil {
-		w.closeLate(ch, release)
-		return err
-	}
-	w.closeAccessor(res) // before the hold ends: see openShard
-	release()
-	return res.Error
-}
-
-// shardState returns the dagstore's view of the shard, or the reason its
-// record could not be restored, or ErrShardUnknown.
-func (w *Wrapper) shardState(key shard.Key) (dagstore.ShardInfo, error) {
-	info, err := w.shardInfo(key)
-	if err == nil {
-		return info, nil
-	}
-	if bad, ok := w.bad.get(key); ok {
-		return dagstore.ShardInfo{}, bad
-	}
-	return dagstore.ShardInfo{}, err
 }
 
 // InitProgress is a snapshot of InitAllShards' progress. Done, Failed and
@@ -146,7 +103,7 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 	defer done()
 
 	var pieces []cid.Cid
-	for k, info := range w.allShardsInfo() {
+	for k, info := range w.shards.all() {
 		if info.ShardState != dagstore.ShardStateNew {
 			continue
 		}
@@ -187,9 +144,7 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 	var workers sync.WaitGroup
 	for i := 0; i < min(o.concurrency, len(pieces)); i++ {
 		workers.Add(1)
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
+		w.shards.spawn(func() {
 			defer workers.Done()
 			for pc := range next {
 				skipped, err := w.initOne(ctx, pc, o.includeSealed)
@@ -198,7 +153,7 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 				}
 				report(pc, skipped, err)
 			}
-		}()
+		})
 	}
 feed:
 	for _, pc := range pieces {
@@ -244,7 +199,7 @@ func (w *Wrapper) initOne(ctx context.Context, pc cid.Cid, includeSealed bool) (
 			return true, nil
 		}
 	}
-	if err := w.initShard(ctx, pc); err != nil {
+	if err := w.shards.initialize(ctx, pc); err != nil {
 		return false, fmt.Errorf("piece %s: %w", pc, err)
 	}
 	return false, nil
@@ -280,7 +235,7 @@ func (w *Wrapper) GC(ctx context.Context) (GCResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(w.ctx, cancel)()
-	res, err := w.gc(ctx)
+	res, err := w.shards.gc(ctx)
 	if err != nil {
 		if w.ctx.Err() != nil {
 			err = errors.Join(ErrClosed, err)

@@ -25,8 +25,8 @@ type aggregateBlockstore struct {
 
 // withAggregateKeys returns b, made to list an aggregate's keys from its
 // index if the piece is one.
-func (w *Wrapper) withAggregateKeys(b *shardBlockstore) ClosableBlockstore {
-	if _, found, err := w.segmentStore().header(shard.KeyFromCID(b.piece)); err != nil || !found {
+func withAggregateKeys(w *Wrapper, b *shardBlockstore) ClosableBlockstore {
+	if _, found, err := w.segs.header(shard.KeyFromCID(b.piece)); err != nil || !found {
 		return b // an unreadable record fails this piece's fetches, and so its loads
 	}
 	return &aggregateBlockstore{shardBlockstore: b, w: w}
@@ -44,12 +44,10 @@ func (b *aggregateBlockstore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, 
 	if err != nil {
 		return nil, fmt.Errorf("keys of piece %s: %w", b.piece, err)
 	}
-	b.w.wg.Add(1) // under begin: Close waits for it before its wg.Wait
-	done()
+	defer done()
 	ch := make(chan cid.Cid, 16)
 	stop := errors.New("stopped")
-	go func() {
-		defer b.w.wg.Done()
+	b.w.shards.spawn(func() { // under begin: Close waits for it
 		defer close(ch)
 		if c, ok := idx.(io.Closer); ok {
 			defer c.Close() // a mapped index: unmap it
@@ -67,6 +65,6 @@ func (b *aggregateBlockstore) AllKeysChan(ctx context.Context) (<-chan cid.Cid, 
 		if err != nil && !errors.Is(err, stop) {
 			b.w.log.Warnw("listing an aggregate's keys failed", "piece", b.piece, "error", err)
 		}
-	}()
+	})
 	return ch, nil
 }

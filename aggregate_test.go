@@ -269,7 +269,7 @@ func TestDestroyRemovesAggregateRecords(t *testing.T) {
 	}
 	key := shard.KeyFromCID(ta.pieceCID)
 	for _, p := range []string{segmentsPrefix, segHeaderPrefix} {
-		if ok, err := w.store.Has(ctx, ds.NewKey(p+key.String())); err != nil || !ok {
+		if ok, err := w.st.store.Has(ctx, ds.NewKey(p+key.String())); err != nil || !ok {
 			t.Fatalf("record %s%s after indexing: %v %v", p, key, ok, err)
 		}
 	}
@@ -277,7 +277,7 @@ func TestDestroyRemovesAggregateRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{segmentsPrefix, segHeaderPrefix} {
-		if ok, err := w.store.Has(ctx, ds.NewKey(p+key.String())); err != nil || ok {
+		if ok, err := w.st.store.Has(ctx, ds.NewKey(p+key.String())); err != nil || ok {
 			t.Fatalf("record %s%s after destroy: %v %v", p, key, ok, err)
 		}
 	}

@@ -134,7 +134,7 @@ func BenchmarkFirstBlockAfterGC(b *testing.B) {
 				}
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
-					if _, err := w.dagst.GC(ctx); err != nil {
+					if _, err := w.shards.dagst.GC(ctx); err != nil {
 						b.Fatal(err)
 					}
 					b.StartTimer()

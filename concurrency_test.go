@@ -191,7 +191,7 @@ func randomOp(ctx context.Context, w *Wrapper, rng *rand.Rand, pieces []testPiec
 			return fmt.Errorf("destroy async: %w", err)
 		}
 	case op == 8:
-		if _, err := w.dagst.GC(ctx); err != nil {
+		if _, err := w.shards.dagst.GC(ctx); err != nil {
 			return fmt.Errorf("gc: %w", err)
 		}
 	default:

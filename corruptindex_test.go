@@ -94,7 +94,7 @@ func TestDestroyWithUnreadableIndex(t *testing.T) {
 	if _, err := w.GetPiecesContainingBlock(blk); !errors.Is(err, ErrBlockNotFound) {
 		t.Fatalf("lookup right after destroy: %v, want ErrBlockNotFound", err)
 	}
-	if err := w.tli.compact.WaitReclaimed(ctx); err != nil {
+	if err := w.st.tli.compact.WaitReclaimed(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {

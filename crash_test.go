@@ -335,7 +335,7 @@ func verifyCrash(t *testing.T, root string, api *fakeAPI, pieces []testPiece, sc
 
 	for _, p := range pieces {
 		for _, b := range carBlocks(t, p.path) {
-			keys, err := w.top.GetShardsForMultihash(ctx, b.Cid().Hash())
+			keys, err := w.st.top.GetShardsForMultihash(ctx, b.Cid().Hash())
 			if err != nil && !errors.Is(err, ds.ErrNotFound) {
 				fail("top-level index lookup: %v", err)
 			}
@@ -533,7 +533,7 @@ func TestCrashHelper(t *testing.T) {
 				defer wg.Done()
 				for i := 0; i < 3; i++ {
 					s.step("at gc")
-					if _, err := w.dagst.GC(ctx); err != nil {
+					if _, err := w.shards.dagst.GC(ctx); err != nil {
 						t.Errorf("gc: %v", err)
 					}
 					s.step("ok gc")

@@ -140,7 +140,7 @@ type reconcileBlocker struct {
 }
 
 func (b *reconcileBlocker) Query(ctx context.Context, q query.Query) (query.Results, error) {
-	if calledFrom(").reconcile") {
+	if calledFrom("(*reconciler).run") {
 		b.once.Do(func() { close(b.held) })
 		select {
 		case <-b.release:
@@ -250,7 +250,7 @@ func TestPreviousLayoutIsConverted(t *testing.T) {
 		}
 	}
 	<-store.held
-	if w.tli.compact.Complete(shard.KeyFromCID(pc)) {
+	if w.st.tli.compact.Complete(shard.KeyFromCID(pc)) {
 		t.Fatal("the piece is in the compact index before the conversion ran")
 	}
 	check("before the conversion")
@@ -260,7 +260,7 @@ func TestPreviousLayoutIsConverted(t *testing.T) {
 	if left, err := hasPrefix(ctx, ldb, oldLayoutPrefix); err != nil || left {
 		t.Fatalf("old entries left after the conversion: %v %v", left, err)
 	}
-	if w.tli.converting.Load() || !w.tli.compact.Complete(shard.KeyFromCID(pc)) {
+	if w.st.tli.converting.Load() || !w.st.tli.compact.Complete(shard.KeyFromCID(pc)) {
 		t.Fatal("the piece is not in the compact index after the conversion")
 	}
 }
@@ -276,7 +276,7 @@ type reconcileRepoBlocker struct {
 }
 
 func (b *reconcileRepoBlocker) GetFullIndex(k shard.Key) (carindex.Index, error) {
-	if calledFrom(").reconcile") {
+	if calledFrom("(*reconciler).run") {
 		b.once.Do(func() { close(b.held) })
 		<-b.release
 	}

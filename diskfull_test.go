@@ -102,7 +102,7 @@ func TestTransientCopyOnSmallFilesystem(t *testing.T) {
 	// then the tmpfs may be full of that copy.
 	waitFor(t, "the big piece's automatic recovery to fail", func() bool {
 		info, _ := w.ShardInfo(big)
-		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.pieces.held(shard.KeyFromCID(big))
+		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.shards.pieces.held(shard.KeyFromCID(big))
 	})
 	assertServes(t, w, small, "testdata/sample.car")
 	if n := len(listDir(t, tmpfs)); n != 1 {
@@ -132,7 +132,7 @@ func TestRegistrationFailsWhenItsRecordCannotBeWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.Close() })
-	w.records.Batching = fullStore{w.records.Batching}
+	w.shards.records.Batching = fullStore{w.shards.records.Batching}
 	if err := w.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

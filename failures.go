@@ -26,19 +26,6 @@ type failures struct {
 // failureSettleLimit bounds Close's wait for failures to be recorded.
 const failureSettleLimit = 5 * time.Second
 
-// sawFailure notes that a caller got k's failure (see failures).
-func (w *Wrapper) sawFailure(k shard.Key) {
-	w.fails.saw(k, func() bool {
-		// GetShardInfo waits while the event loop works on k, and the
-		// loop persists a failure before it lets go of the shard. Only an
-		// acquire's failure can still be queued, and its shard is serving
-		// or available until the failure is processed; any other state
-		// says there is nothing to wait for.
-		info, err := w.shardInfo(k)
-		return err != nil || (info.ShardState != dagstore.ShardStateServing && info.ShardState != dagstore.ShardStateAvailable)
-	})
-}
-
 // saw records that a caller saw k fail. settledNow tells whether the
 // dagstore has already recorded it; it is asked after k is added, so a
 // failure recorded in between is not missed.

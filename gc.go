@@ -14,16 +14,39 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// collectTransients deletes the transient copies of shards not being
+// gc deletes the transient copies of shards not being
 // served (available or errored, no acquire pending) and whatever else is
 // left in the transients folder by shards that are gone, copies a crash
 // interrupted, or the dagstore's own copier in older versions. A copy in
 // flight is never touched. The dagstore's GC has nothing to do: it makes no
 // copies (see pieceMount). Deleting a copy a reader still has open is
 // harmless: the reader keeps the data until it closes.
-func (w *Wrapper) collectTransients(ctx context.Context) (GCResult, error) {
+// The run is counted in the metrics.
+func (s *shards) gc(ctx context.Context) (GCResult, error) {
+	start := s.m.now()
+	res, err := s.files.transients.collect(ctx, func(key shard.Key, complete bool, path string) (int64, error) {
+		unlock := s.pieces.lock(key)
+		defer unlock()
+		if s.files.transients.copying(key) {
+			return -1, nil
+		}
+		if info, err := s.info(key); err == nil && complete {
+			idle := info.ShardState == dagstore.ShardStateAvailable || info.ShardState == dagstore.ShardStateErrored
+			if !idle || s.pieces.held(key) {
+				return -1, nil
+			}
+		}
+		return removeFile(path)
+	})
+	s.m.observe(opGC, start, err)
+	return res, err
+}
+
+// collect removes each transient that try allows (try returns its size, or
+// -1 to keep it).
+func (t *transients) collect(ctx context.Context, try func(key shard.Key, complete bool, path string) (int64, error)) (GCResult, error) {
 	out := GCResult{Failed: map[cid.Cid]error{}}
-	ents, err := os.ReadDir(w.transients.dir)
+	ents, err := os.ReadDir(t.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return out, nil
 	}
@@ -43,7 +66,7 @@ func (w *Wrapper) collectTransients(ctx context.Context) (GCResult, error) {
 		if err != nil {
 			continue
 		}
-		size, err := w.collectTransient(key, complete, filepath.Join(w.transients.dir, e.Name()))
+		size, err := try(key, complete, filepath.Join(t.dir, e.Name()))
 		if err != nil {
 			out.Failed[pc] = fmt.Errorf("piece %s: remove transient: %w", pc, err)
 		} else if size >= 0 {
@@ -68,21 +91,8 @@ func (w *Wrapper) collectTransients(ctx context.Context) (GCResult, error) {
 	return out, nil
 }
 
-// collectTransient deletes one file of the piece's if it is not in use
-// and returns its size, or -1 if it was left alone. The piece lock orders
-// it with acquires being queued.
-func (w *Wrapper) collectTransient(key shard.Key, complete bool, path string) (int64, error) {
-	unlock := w.pieces.lock(key)
-	defer unlock()
-	if w.transients.copying(key) {
-		return -1, nil
-	}
-	if info, err := w.shardInfo(key); err == nil && complete {
-		idle := info.ShardState == dagstore.ShardStateAvailable || info.ShardState == dagstore.ShardStateErrored
-		if !idle || w.pieces.held(key) {
-			return -1, nil
-		}
-	}
+// removeFile removes path and returns its size, or -1 if it was gone.
+func removeFile(path string) (int64, error) {
 	st, err := os.Lstat(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -55,38 +55,38 @@ func WithIndexTimeout(d time.Duration) Option {
 // openIndexDB sets up the database backend if one is configured: it
 // replaces the index repo and the top-level index in o. Nothing is sent to
 // the database before Start.
-func (w *Wrapper) openIndexDB(ctx context.Context, o *options) error {
-	if w.cfg.IndexDSN == "" && o.db.pool == nil {
+func (st *stores) openIndexDB(ctx context.Context, cfg Config, o *options) error {
+	if cfg.IndexDSN == "" && o.db.pool == nil {
 		return nil
 	}
-	if w.cfg.IndexDSN != "" && o.db.pool != nil {
+	if cfg.IndexDSN != "" && o.db.pool != nil {
 		return errors.New("Config.IndexDSN and WithIndexPool both given: use one")
 	}
 	if o.irepo != nil || o.top != nil {
 		return errors.New("an index database (Config.IndexDSN or WithIndexPool) replaces the index repo and the top-level index: drop WithIndexRepo and WithTopLevelIndex")
 	}
-	node, err := w.nodeID(ctx)
+	node, err := st.nodeID(ctx)
 	if err != nil {
 		return err
 	}
-	po := pgindex.Options{NodeID: node, Schema: o.db.schema, Timeout: o.db.timeout, Log: w.log}
+	po := pgindex.Options{NodeID: node, Schema: o.db.schema, Timeout: o.db.timeout, Log: st.log}
 	var r *pgindex.Repo
 	if o.db.pool != nil {
 		r, err = pgindex.New(o.db.pool, po)
 	} else {
-		r, err = pgindex.Open(w.cfg.IndexDSN, po)
+		r, err = pgindex.Open(cfg.IndexDSN, po)
 	}
 	if err != nil {
 		return err
 	}
-	w.indexDB = r
+	st.indexDB = r
 	o.irepo, o.top = r, r
 	return nil
 }
 
 // nodeID returns this node's identity, created once.
-func (w *Wrapper) nodeID(ctx context.Context) (string, error) {
-	b, err := w.store.Get(ctx, nodeIDKey)
+func (st *stores) nodeID(ctx context.Context) (string, error) {
+	b, err := st.store.Get(ctx, nodeIDKey)
 	if err == nil {
 		return string(b), nil
 	}
@@ -98,28 +98,11 @@ func (w *Wrapper) nodeID(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("make node id: %w", err)
 	}
 	s := hex.EncodeToString(id)
-	if err := w.store.Put(ctx, nodeIDKey, []byte(s)); err != nil {
+	if err := st.store.Put(ctx, nodeIDKey, []byte(s)); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
-	if err := w.store.Sync(ctx, nodeIDKey); err != nil {
+	if err := st.store.Sync(ctx, nodeIDKey); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
 	return s, nil
-}
-
-// ensureIndexDB checks the database answers and creates or upgrades its
-// schema (at Start).
-func (w *Wrapper) ensureIndexDB(ctx context.Context) error {
-	if w.indexDB == nil {
-		return nil
-	}
-	return w.indexDB.Ensure(ctx)
-}
-
-// closeIndexDB stops the database backend's calls (and closes its pool if
-// dagwrap opened it).
-func (w *Wrapper) closeIndexDB() {
-	if w.indexDB != nil {
-		_ = w.indexDB.Close()
-	}
 }

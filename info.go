@@ -33,17 +33,17 @@ func (w *Wrapper) IndexStats(pieceCid cid.Cid) (IndexStats, error) {
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.shardState(key); err != nil {
+	if _, err := w.shards.state(key); err != nil {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: %w", pieceCid, err)
 	}
-	st, err := w.irepo.StatFullIndex(key)
+	st, err := w.st.irepo.StatFullIndex(key)
 	if err != nil {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: %w", pieceCid, err)
 	}
 	if !st.Exists {
 		return IndexStats{}, nil
 	}
-	idx, err := w.dagst.GetIterableIndex(key)
+	idx, err := w.shards.dagst.GetIterableIndex(key)
 	if err != nil {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: %w", pieceCid, err)
 	}

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-
-	"github.com/filecoin-project/dagstore"
-	"github.com/filecoin-project/dagstore/shard"
 )
 
 // Start starts the MinerAPI, restores shard state and starts the dagstore
@@ -55,38 +52,32 @@ func (w *Wrapper) start(ctx context.Context) error {
 	if err := w.api.Start(ctx); err != nil {
 		return fmt.Errorf("dagwrap: start miner API: %w", err)
 	}
-	if err := w.prepareRecords(ctx); err != nil {
+	if err := w.shards.records.prepare(ctx, &w.shards.bad, w.log); err != nil {
 		return fmt.Errorf("dagwrap: %w", err)
 	}
-	if err := w.ensureIndexDB(ctx); err != nil {
-		return fmt.Errorf("dagwrap: %w", err)
-	}
-	// Lookups on a Lotus root read its stock index from the first one on,
-	// until the background reconciliation has rebuilt it.
-	if w.tli != nil {
-		if err := w.tli.detectOld(ctx); err != nil {
+	if w.st.indexDB != nil {
+		if err := w.st.indexDB.Ensure(ctx); err != nil {
 			return fmt.Errorf("dagwrap: %w", err)
 		}
 	}
-	w.startDrains()
-	if w.dagstSpent {
-		if err := w.renewDAGStore(); err != nil {
-			return err
+	// Lookups on a Lotus root read its stock index from the first one on,
+	// until the background reconciliation has rebuilt it.
+	if w.st.tli != nil {
+		if err := w.st.tli.detectOld(ctx); err != nil {
+			return fmt.Errorf("dagwrap: %w", err)
 		}
 	}
-	w.dagstSpent = true
-	if err := w.dagst.Start(ctx); err != nil {
-		return fmt.Errorf("dagwrap: start dagstore: %w", err)
+	if err := w.shards.start(ctx); err != nil {
+		return err
 	}
-	w.wg.Add(2)
-	go w.gcLoop()
-	go func() {
-		defer w.wg.Done()
+	w.shards.spawn(func() { background{w.shards}.gcEvery(w.cfg.GCInterval) })
+	w.shards.spawn(func() {
 		defer close(w.reconciled)
-		if err := w.reconcile(w.ctx); err != nil && w.ctx.Err() == nil {
+		r := reconciler{s: w.shards, tli: w.st.tli, irepo: w.st.irepo, log: w.log}
+		if err := r.run(w.ctx); err != nil && w.ctx.Err() == nil {
 			w.log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
 		}
-	}()
+	})
 	return nil
 }
 
@@ -117,44 +108,6 @@ func (w *Wrapper) beginCtx(ctx context.Context) (func(), error) {
 			return nil, ErrClosed
 		}
 	}
-}
-
-// startDrains starts, once per Wrapper, the goroutines that drain the
-// dagstore's trace and failure channels and queue recoveries. They must run
-// before the dagstore starts (restoring queues work whose events would
-// otherwise block its event loop, and Start with it). They idle until a
-// dagstore runs, so after a failed Start they serve the next attempt's
-// dagstore (it is given the same channels); Close stops them.
-func (w *Wrapper) startDrains() {
-	if w.drains {
-		return
-	}
-	w.drains = true
-	w.wg.Add(4)
-	go func() {
-		defer w.wg.Done()
-		w.records.commitGroups(w.dagstClosed) // commits what is queued, then ends
-	}()
-	recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
-	available := make(chan shard.Key, 128)
-	go w.traceLoop(available)
-	go w.recoveryLoop(recoverCh, recovered, available)
-	go w.recoverWorker(recoverCh, recovered)
-}
-
-// renewDAGStore replaces a dagstore whose Start was called by a fresh one,
-// for the next Start attempt. The dagstore (v0.7.0) fails its Start only
-// when reading the records fails, before it restores or runs anything, but
-// its Start is not meant to be called twice: a fresh instance from the same
-// configuration makes the retry independent of what the failed one left.
-func (w *Wrapper) renewDAGStore() error {
-	_ = w.dagst.Close() // cancels its context; none of its goroutines run
-	d, err := dagstore.NewDAGStore(w.dagstCfg)
-	if err != nil {
-		return fmt.Errorf("dagwrap: create dagstore: %w", err)
-	}
-	w.dagst = d
-	return nil
 }
 
 // detached runs call in a goroutine of its own and returns its result, or

@@ -32,7 +32,7 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 	}
 	defer done()
 	// A shared directory reports every node's pieces (see the doc above).
-	pieces, err := w.lookupPieces(w.ctx, blockCID.Hash(), w.indexDB == nil)
+	pieces, err := w.lookupPieces(w.ctx, blockCID.Hash(), w.st.indexDB == nil)
 	if err != nil {
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}
@@ -54,10 +54,10 @@ func (w *Wrapper) GetIterableIndexForPiece(pieceCid cid.Cid) (carindex.IterableI
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.shardInfo(key); err != nil {
+	if _, err := w.shards.info(key); err != nil {
 		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
 	}
-	idx, err := w.dagst.GetIterableIndex(key)
+	idx, err := w.shards.dagst.GetIterableIndex(key)
 	if err != nil {
 		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
 	}
@@ -76,9 +76,9 @@ func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	info, err := w.shardInfo(key)
+	info, err := w.shards.info(key)
 	if err != nil {
-		if bad, ok := w.bad.get(key); ok {
+		if bad, ok := w.shards.bad.get(key); ok {
 			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
 		}
 		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
@@ -102,8 +102,8 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 		return nil, fmt.Errorf("list shards: %w", err)
 	}
 	defer done()
-	all := w.allShardsInfo()
-	bad := w.bad.all()
+	all := w.shards.all()
+	bad := w.shards.bad.all()
 	// Sorted by key, the piece CID's string: encoding CIDs in the
 	// comparisons took most of the time at 10^6 shards.
 	type listed struct {

@@ -309,7 +309,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range stateLabels {
 		byState[l] = 0
 	}
-	infos := w.allShardsInfo()
+	infos := w.shards.all()
 	for _, info := range infos {
 		l, ok := stateLabels[info.ShardState]
 		if !ok {
@@ -317,7 +317,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		byState[l]++
 	}
-	for k := range w.bad.all() {
+	for k := range w.shards.bad.all() {
 		if _, known := infos[k]; !known {
 			byState[stateLabels[dagstore.ShardStateErrored]]++
 		}
@@ -332,10 +332,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		w.log.Debugw("metrics: cannot read the transients folder", "error", err)
 	}
-	if n, err := w.irepo.Len(); err == nil {
+	if n, err := w.st.irepo.Len(); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.indexes, prometheus.GaugeValue, float64(n))
 	}
-	if size, err := w.irepo.Size(); err == nil {
+	if size, err := w.st.irepo.Size(); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.indexBytes, prometheus.GaugeValue, float64(size))
 	}
 }

@@ -188,14 +188,14 @@ func TestMetricsMatchOperations(t *testing.T) {
 	}
 	expectValue(t, reg, float64(n), "dagwrap_transients")
 	expectValue(t, reg, float64(size), "dagwrap_transients_bytes")
-	st, err := w.irepo.StatFullIndex(shard.KeyFromCID(good))
+	st, err := w.st.irepo.StatFullIndex(shard.KeyFromCID(good))
 	if err != nil || !st.Exists {
 		t.Fatalf("no index for the good piece: %v", err)
 	}
 	expectValue(t, reg, 1, "dagwrap_indexes")
 	expectValue(t, reg, float64(st.Size), "dagwrap_indexes_bytes")
 
-	if _, err := w.gc(ctx); err != nil {
+	if _, err := w.shards.gc(ctx); err != nil {
 		t.Fatal(err)
 	}
 	expectValue(t, reg, 1, "dagwrap_operations_total", "op", "gc", "outcome", "success")

@@ -64,11 +64,9 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 	// Registrations in flight are bounded: each has a goroutine waiting
 	// for its record's group commit.
 	slots := make(chan struct{}, migrationsInFlight)
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
+	w.shards.spawn(func() {
 		queued <- w.queueMigrations(ctx, order, results, slots)
-	}()
+	})
 
 	expected, received := -1, 0
 	var cut error
@@ -153,17 +151,14 @@ func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results
 	return out
 }
 
-// queueMigration queues one lazy registration whose result goes to results.
+// queueMigration queues the lazy registration of a piece, its record
+// written in a group commit.
 func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardResult) error {
-	key := shard.KeyFromCID(pieceCid)
-	unlock := w.pieces.lock(key)
-	defer unlock()
-	if _, err := w.shardInfo(key); err == nil {
-		return ErrShardExists
-	}
-	mnt := w.newMount(pieceCid)
-	err := w.registerDurablyGrouped(key, mnt, dagstore.RegisterOpts{LazyInitialization: true}, results, true)
-	if err != nil {
+	opts := dagstore.RegisterOpts{LazyInitialization: true}
+	if err := w.shards.submit(shard.KeyFromCID(pieceCid), w.mount.forPiece(pieceCid), opts, results, true); err != nil {
+		if errors.Is(err, ErrShardExists) {
+			return err
+		}
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	return nil
@@ -182,18 +177,16 @@ func (w *Wrapper) dealFailures(deals []Deal, err error) []error {
 // drainMigration keeps consuming registration results after MigrateDeals
 // gave up: the dagstore's dispatcher would block on a full results buffer.
 func (w *Wrapper) drainMigration(results <-chan dagstore.ShardResult, queued <-chan queueOutcome, expected, received int) {
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
+	w.shards.spawn(func() {
 		for expected != received {
 			select {
 			case q := <-queued:
 				expected = q.queued
 			case <-results:
 				received++
-			case <-w.dagstClosed:
+			case <-w.shards.dagstClosed:
 				return
 			}
 		}
-	}()
+	})
 }

@@ -51,6 +51,13 @@ type pieceMount struct {
 	localPath string
 }
 
+// forPiece returns the mount of one piece, from the template m.
+func (m *pieceMount) forPiece(pieceCid cid.Cid) *pieceMount {
+	c := *m
+	c.PieceCid, c.localPath = pieceCid, ""
+	return &c
+}
+
 var _ mount.Mount = (*pieceMount)(nil)
 
 func (m *pieceMount) Fetch(ctx context.Context) (mount.Reader, error) {

@@ -141,14 +141,14 @@ func TestLotusRootOpensUnchanged(t *testing.T) {
 		t.Fatalf("lookup on a Lotus root: %v %v", got, err)
 	}
 	<-w.reconciled
-	res, err := w.store.Query(context.Background(), query.Query{Prefix: legacyPrefix, KeysOnly: true})
+	res, err := w.st.store.Query(context.Background(), query.Query{Prefix: legacyPrefix, KeysOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := res.Rest(); len(left) != 0 {
 		t.Fatalf("%d stock index entries left after the rebuild", len(left))
 	}
-	if w.tli.converting.Load() {
+	if w.st.tli.converting.Load() {
 		t.Fatal("still reading the stock index after the rebuild")
 	}
 	if err := w.Close(); err != nil {

@@ -86,29 +86,11 @@ type shardRemover interface {
 
 var _ shardRemover = (*topIndex)(nil)
 
-// applyLogger sets the Wrapper's loggers from the options.
-func (w *Wrapper) applyLogger(o options) {
-	w.log, w.traceLog = log, traceLog
-	if o.loggerName != "" {
-		w.log = logging.Logger(o.loggerName)
-		w.traceLog = logging.Logger(o.loggerName + ".dagstore")
+// loggers returns the Wrapper's loggers: dagwrap's and the one dagstore
+// events are logged to, named after WithLoggerName if given.
+func (o options) loggers() (main, events *logging.ZapEventLogger) {
+	if o.loggerName == "" {
+		return log, traceLog
 	}
-}
-
-// closeStore closes the datastore if the Wrapper opened it. A node's
-// datastore is only synced: the node closes it.
-func (w *Wrapper) closeStore() error {
-	w.closeIndexDB()
-	if w.tli != nil {
-		if err := w.tli.close(); err != nil {
-			w.log.Warnw("closing the top-level index", "error", err)
-		}
-	}
-	if w.store == nil {
-		return nil
-	}
-	if w.nodeStore {
-		return w.store.Sync(context.Background(), ds.NewKey("/"))
-	}
-	return w.store.Close()
+	return logging.Logger(o.loggerName), logging.Logger(o.loggerName + ".dagstore")
 }

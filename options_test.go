@@ -101,7 +101,7 @@ func TestInjectedTopLevelIndex(t *testing.T) {
 	pc := api.addPiece(t, "testdata/sample.car")
 	top := index.NewInverted(dssync.MutexWrap(ds.NewMapDatastore()))
 	w := openWith(t, t.TempDir(), api, Config{}, WithTopLevelIndex(top))
-	if w.tli != nil {
+	if w.st.tli != nil {
 		t.Fatal("dagwrap's own top-level index was built though the node provided one")
 	}
 	if err := w.RegisterShardSync(ctx, pc, "", true); err != nil {

@@ -282,9 +282,7 @@ func (c *pieceCache) sweep(now time.Time, all bool) int {
 func (c *pieceCache) startSweeper() {
 	c.sweeper.Do(func() {
 		tick := max(c.idle/2, minOpenPieceSweepTick)
-		c.w.wg.Add(1)
-		go func() {
-			defer c.w.wg.Done()
+		c.w.shards.spawn(func() {
 			t := time.NewTicker(tick)
 			defer t.Stop()
 			for {
@@ -300,7 +298,7 @@ func (c *pieceCache) startSweeper() {
 					return
 				}
 			}
-		}()
+		})
 	})
 }
 

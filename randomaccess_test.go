@@ -157,7 +157,7 @@ func TestRandomAccessLeavesTransientsEmpty(t *testing.T) {
 	assertNoTransients(t, root, "after load")
 
 	waitReleased(t, w, eager, lazy, local)
-	res, err := w.dagst.GC(ctx)
+	res, err := w.shards.dagst.GC(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

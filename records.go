@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/filecoin-project/dagstore"
-	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
 	ds "github.com/ipfs/go-datastore"
 )
@@ -17,7 +16,7 @@ import (
 //
 //   - The dagstore reports a lazy registration before it writes the shard's
 //     record, so a crash right after a registration returned could lose the
-//     shard. Registrations here wait for that write (see registerDurably).
+//     shard. Registrations here wait for that write (see shards.register).
 //   - A shard destroyed while an initialisation or recovery is running is
 //     written back when that work completes, and would reappear after a
 //     restart. Writes for destroyed shards are dropped (see forget) until
@@ -195,51 +194,5 @@ func (r *shardRecords) forget(ctx context.Context, k shard.Key) error {
 	if err := r.Batching.Delete(ctx, key); err != nil {
 		return fmt.Errorf("delete shard record: %w", err)
 	}
-	return nil
-}
-
-// registerDurably queues the registration of key and sends its result on
-// out once the shard's record is on disk: a registration reported
-// successful survives a crash. The caller holds the piece lock and is a
-// call in flight (or a goroutine tracked by w.wg).
-func (w *Wrapper) registerDurably(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult) error {
-	return w.registerDurablyGrouped(key, mnt, opts, out, false)
-}
-
-// registerDurablyGrouped is registerDurably whose record write may join a
-// group commit.
-func (w *Wrapper) registerDurablyGrouped(key shard.Key, mnt mount.Mount, opts dagstore.RegisterOpts, out chan<- dagstore.ShardResult, grouped bool) error {
-	pending := w.records.expect(key, grouped)
-	in := make(chan dagstore.ShardResult, 1)
-	if err := w.dagst.RegisterShard(w.ctx, key, mnt, in, opts); err != nil {
-		w.records.abandon(pending)
-		return err
-	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		var res dagstore.ShardResult
-		select {
-		case res = <-in:
-		case <-w.dagstClosed:
-			return
-		}
-		// A failed eager registration was written (as new) before it
-		// failed; only a success needs to wait.
-		if res.Error == nil {
-			select {
-			case err := <-pending.written:
-				if err != nil {
-					res.Error = fmt.Errorf("write shard record: %w", err)
-				}
-			case <-w.dagstClosed:
-				return
-			}
-		}
-		select {
-		case out <- res:
-		case <-w.dagstClosed:
-		}
-	}()
 	return nil
 }

@@ -27,62 +27,48 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	// An automatic recovery (or an acquire) may be running: wait for it
 	// rather than be refused, and count it if it recovered the shard.
 	key := shard.KeyFromCID(pieceCid)
-	if err := w.fails.waitKey(ctx, key); err != nil {
+	if err := w.shards.fails.waitKey(ctx, key); err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
-	before, _ := w.shardState(key)
-	if busy := w.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
+	before, _ := w.shards.state(key)
+	if busy := w.shards.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
 		select {
-		case <-w.pieces.whenIdle(key):
+		case <-w.shards.pieces.whenIdle(key):
 		case <-ctx.Done():
 			return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
 		case <-w.ctx.Done():
 			return fmt.Errorf("recover piece %s: %w", pieceCid, ErrClosed)
 		}
-		if now, err := w.shardState(key); err == nil && busy && now.ShardState == dagstore.ShardStateAvailable {
+		if now, err := w.shards.state(key); err == nil && busy && now.ShardState == dagstore.ShardStateAvailable {
 			return nil
 		}
 	}
 	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.submitRecover(pieceCid, ch); err != nil {
+	if err := w.shards.queueRecover(pieceCid, ch); err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
-	res, err := w.wait(ctx, ch)
+	res, err := w.shards.wait(ctx, ch)
 	if err != nil {
-		w.unholdLate(ch, 1)
+		w.shards.unholdLate(ch, 1)
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
-	w.pieces.unhold(res.Key)
+	w.shards.pieces.unhold(res.Key)
 	if err := res.Error; err != nil {
 		// Refused because an automatic recovery started meanwhile: its
 		// outcome is this call's.
-		if now, serr := w.shardState(key); serr == nil && now.ShardState != dagstore.ShardStateErrored {
+		if now, serr := w.shards.state(key); serr == nil && now.ShardState != dagstore.ShardStateErrored {
 			select {
-			case <-w.pieces.whenIdle(key):
+			case <-w.shards.pieces.whenIdle(key):
 			case <-ctx.Done():
 				return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
 			}
-			if now, serr = w.shardState(key); serr == nil && (now.ShardState == dagstore.ShardStateAvailable || now.ShardState == dagstore.ShardStateServing) {
+			if now, serr = w.shards.state(key); serr == nil && (now.ShardState == dagstore.ShardStateAvailable || now.ShardState == dagstore.ShardStateServing) {
 				return nil
 			}
 		}
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	return nil
-}
-
-// submitRecover queues the recovery of an errored shard (see
-// recoverShard); its result will arrive on ch, which must have room for it.
-func (w *Wrapper) submitRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) error {
-	key := shard.KeyFromCID(pieceCid)
-	info, err := w.shardState(key)
-	if err != nil {
-		return err
-	}
-	if info.ShardState != dagstore.ShardStateErrored {
-		return fmt.Errorf("%w: shard is %s", ErrShardNotErrored, StateName(info.ShardState))
-	}
-	return w.recoverShard(key, ch)
 }
 
 // RecoverAllResult says what RecoverAllShards did with each errored piece.
@@ -104,7 +90,7 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 	defer done()
 
 	var errored []cid.Cid
-	for k, info := range w.allShardsInfo() {
+	for k, info := range w.shards.all() {
 		if info.ShardState != dagstore.ShardStateErrored {
 			continue
 		}
@@ -112,7 +98,7 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 			errored = append(errored, c)
 		}
 	}
-	for k, bad := range w.bad.all() {
+	for k, bad := range w.shards.bad.all() {
 		if c, err := cid.Decode(k.String()); err == nil {
 			res.Failed[c] = bad
 		}
@@ -124,19 +110,19 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 	ch := make(chan dagstore.ShardResult, len(errored))
 	pending := 0
 	for _, pc := range errored {
-		if err := w.submitRecover(pc, ch); err != nil {
+		if err := w.shards.queueRecover(pc, ch); err != nil {
 			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
 			continue
 		}
 		pending++
 	}
 	for ; pending > 0; pending-- {
-		r, err := w.wait(ctx, ch)
+		r, err := w.shards.wait(ctx, ch)
 		if err != nil {
-			w.unholdLate(ch, pending)
+			w.shards.unholdLate(ch, pending)
 			return res, fmt.Errorf("recover all shards: %d recoveries still running: %w", pending, err)
 		}
-		w.pieces.unhold(r.Key)
+		w.shards.pieces.unhold(r.Key)
 		pc, err := cid.Decode(r.Key.String())
 		if err != nil {
 			continue

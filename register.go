@@ -38,7 +38,7 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 	if w.m != nil {
 		observe = func(err error) { w.m.observe(opRegister, start, err) }
 	}
-	w.forward(ctx, pieceCid, ch, resch, observe)
+	w.shards.forward(ctx, pieceCid, ch, resch, observe)
 	return nil
 }
 
@@ -69,7 +69,7 @@ func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath st
 		w.m.observe(opRegister, start, err)
 		return err
 	}
-	res, err := w.wait(ctx, ch)
+	res, err := w.shards.wait(ctx, ch)
 	if err == nil {
 		err = res.Error
 	}
@@ -80,7 +80,7 @@ func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath st
 	if err != nil {
 		// A destroy of the piece can run once it is submitted: then that
 		// is what happened, whatever the indexing said.
-		if _, ierr := w.shardInfo(shard.KeyFromCID(pieceCid)); errors.Is(ierr, dagstore.ErrShardUnknown) {
+		if _, ierr := w.shards.info(shard.KeyFromCID(pieceCid)); errors.Is(ierr, dagstore.ErrShardUnknown) {
 			return fmt.Errorf("register piece %s: destroyed while being registered: %w (the registration said: %v)", pieceCid, ErrShardUnknown, err)
 		}
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
@@ -97,7 +97,7 @@ type searchable interface {
 // waitSearchable returns once lookups find k's blocks, with a top-level
 // index that tells; a piece removed meanwhile is not an error.
 func (w *Wrapper) waitSearchable(ctx context.Context, k shard.Key) error {
-	s, ok := w.top.(searchable)
+	s, ok := w.st.top.(searchable)
 	if !ok {
 		return nil
 	}
@@ -117,14 +117,7 @@ func (w *Wrapper) waitSearchable(ctx context.Context, k shard.Key) error {
 // submitRegister queues the registration and returns the channel its result
 // will arrive on.
 func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit bool) (<-chan dagstore.ShardResult, error) {
-	key := shard.KeyFromCID(pieceCid)
-	unlock := w.pieces.lock(key)
-	defer unlock()
-	if _, err := w.shardInfo(key); err == nil {
-		return nil, fmt.Errorf("register piece %s: %w", pieceCid, ErrShardExists)
-	}
-	mnt := w.newMount(pieceCid)
-	opts := dagstore.RegisterOpts{LazyInitialization: !eagerInit}
+	mnt := w.mount.forPiece(pieceCid)
 	if carPath != "" {
 		abs, err := checkCARPath(carPath)
 		if err != nil {
@@ -133,10 +126,10 @@ func (w *Wrapper) submitRegister(pieceCid cid.Cid, carPath string, eagerInit boo
 		mnt.localPath = abs
 	}
 	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.registerDurably(key, mnt, opts, ch); err != nil {
+	opts := dagstore.RegisterOpts{LazyInitialization: !eagerInit}
+	if err := w.shards.submit(shard.KeyFromCID(pieceCid), mnt, opts, ch, false); err != nil {
 		return nil, fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
-	w.bad.remove(key) // its new record replaces the one that could not be restored
 	return ch, nil
 }
 
@@ -156,9 +149,4 @@ func checkCARPath(carPath string) (string, error) {
 		return "", fmt.Errorf("CAR file %s is not a regular file (%s)", abs, st.Mode().Type())
 	}
 	return abs, nil
-}
-
-// newMount returns the mount of a piece, read through the MinerAPI.
-func (w *Wrapper) newMount(pieceCid cid.Cid) *pieceMount {
-	return &pieceMount{API: w.api, Transients: w.transients, PieceCid: pieceCid, Indexes: w.irepo, IndexThrottle: w.indexThrottle, Oversized: filepath.Join(w.cfg.RootDir, oversizedDir), Segments: w.segmentStore()}
 }

@@ -3,7 +3,6 @@ package dagwrap
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -13,10 +12,10 @@ import (
 	"github.com/filecoin-project/dagstore/shard"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
-	carindex "github.com/ipld/go-car/v2/index"
+	logging "github.com/ipfs/go-log/v2"
 )
 
-// prepareRecords checks the persisted shard records before the dagstore
+// prepare checks the persisted shard records before the dagstore
 // restores them. A record that cannot be restored is logged with its piece
 // and cause and kept for ShardInfo and ListShards, and hidden from the
 // dagstore (see shardRecords.Query): it would skip bad JSON or URLs, but
@@ -24,10 +23,10 @@ import (
 // one in a state it does not know would never answer an acquire.
 // A shard persisted mid-recovery would stay "recovering" forever, so it is
 // reset to errored, to be recovered on its next acquire.
-func (w *Wrapper) prepareRecords(ctx context.Context) error {
-	w.bad.reset() // a Start being retried reads them afresh
+func (rec *shardRecords) prepare(ctx context.Context, bad *badRecords, log *logging.ZapEventLogger) error {
+	bad.reset() // a Start being retried reads them afresh
 	prefix := dagstore.StoreNamespace.String()
-	res, err := w.store.Query(ctx, query.Query{Prefix: prefix})
+	res, err := rec.Batching.Query(ctx, query.Query{Prefix: prefix})
 	if err != nil {
 		return fmt.Errorf("read shard records: %w", err)
 	}
@@ -39,19 +38,19 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 		key := recordShardKey(r.Key)
 		var ps dagstore.PersistedShard
 		if err := json.Unmarshal(r.Value, &ps); err != nil {
-			w.badRecord(key, fmt.Errorf("shard record is not valid JSON: %w", err))
+			bad.unrestorable(log, key, fmt.Errorf("shard record is not valid JSON: %w", err))
 			continue
 		}
 		if ps.Key != key.String() {
-			w.badRecord(key, fmt.Errorf("its key field names piece %q, not the key it is stored under", ps.Key))
+			bad.unrestorable(log, key, fmt.Errorf("its key field names piece %q, not the key it is stored under", ps.Key))
 			continue
 		}
 		if err := checkMountURL(ps.URL); err != nil {
-			w.badRecord(key, err)
+			bad.unrestorable(log, key, err)
 			continue
 		}
 		if !knownState(ps.State) {
-			w.badRecord(key, fmt.Errorf("unknown shard state %d (written by another version?)", ps.State))
+			bad.unrestorable(log, key, fmt.Errorf("unknown shard state %d (written by another version?)", ps.State))
 			continue
 		}
 		if ps.State == dagstore.ShardStateRecovering {
@@ -59,12 +58,12 @@ func (w *Wrapper) prepareRecords(ctx context.Context) error {
 			ps.Error = "recovery interrupted by a restart"
 			b, err := json.Marshal(ps)
 			if err == nil {
-				err = w.store.Put(ctx, ds.RawKey(r.Key), b)
+				err = rec.Batching.Put(ctx, ds.RawKey(r.Key), b)
 			}
 			if err != nil {
 				return fmt.Errorf("piece %s: reset interrupted recovery: %w", key, err)
 			}
-			w.log.Infow("shard was recovering at shutdown; it will recover on next acquire", "piece", key)
+			log.Infow("shard was recovering at shutdown; it will recover on next acquire", "piece", key)
 		}
 	}
 	return nil
@@ -86,7 +85,7 @@ func knownState(s dagstore.ShardState) bool {
 }
 
 // Query is how the dagstore reads its records, once, at Start. The records
-// prepareRecords found unrestorable are filtered out by their datastore
+// prepare found unrestorable are filtered out by their datastore
 // key, so the dagstore never has them in memory: nothing is rewritten or
 // deleted on disk (a record of a newer version stays for it to read), they
 // stay listed and destroyable under their real key, and the dagstore can
@@ -106,12 +105,6 @@ type restorable struct{ bad *badRecords }
 func (f restorable) Filter(e query.Entry) bool {
 	_, bad := f.bad.get(recordShardKey(e.Key))
 	return !bad
-}
-
-func (w *Wrapper) badRecord(key shard.Key, err error) {
-	err = fmt.Errorf("piece %s: shard record cannot be restored: %w", key, err)
-	w.log.Errorw("skipping shard record", "piece", key, "error", err)
-	w.bad.add(key, err)
 }
 
 // badRecords holds the shard records that could not be restored, until
@@ -172,121 +165,9 @@ func checkMountURL(s string) error {
 	return (&pieceMount{}).Deserialize(u)
 }
 
-// reconcile brings the top-level index in line with the shard indexes after
-// a crash or on a root written by Lotus. It re-adds the entries of every
-// indexed piece not marked complete (a crash mid-insert, or a Lotus root whose
-// stock index is being rebuilt: resumable, as completion is per piece),
-// finishes interrupted destroys, and drops the stock index once the rebuild
-// is done. It runs in the background; lookups read the stock index meanwhile
-// (Start sets that up before it returns).
-func (w *Wrapper) reconcile(ctx context.Context) error {
-	if w.tli == nil {
-		return w.finishDestroys(ctx)
-	}
-	complete, err := w.tli.completeShards(ctx)
-	if err != nil {
-		return err
-	}
-	var indexed []shard.Key
-	if err := w.irepo.ForEach(func(k shard.Key) (bool, error) {
-		indexed = append(indexed, k)
-		return true, nil
-	}); err != nil {
-		return fmt.Errorf("list shard indexes: %w", err)
-	}
-	hasIndex := make(map[shard.Key]bool, len(indexed))
-	rebuilt := 0
-	for _, k := range indexed {
-		hasIndex[k] = true
-		if _, ok := complete[k]; ok && w.known(k) {
-			continue
-		}
-		if err := w.reconcilePiece(ctx, k); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			w.log.Errorw("reconciling piece failed", "piece", k, "error", err)
-			continue
-		}
-		rebuilt++
-	}
-	for k := range complete {
-		if !hasIndex[k] && !w.known(k) {
-			if err := w.reconcilePiece(ctx, k); err != nil {
-				w.log.Errorw("reconciling piece failed", "piece", k, "error", err)
-			}
-		}
-	}
-	if rebuilt > 0 {
-		w.log.Infow("top-level index reconciled", "pieces", rebuilt)
-	}
-	if w.tli.converting.Load() {
-		if err := w.tli.dropOld(ctx); err != nil {
-			return err
-		}
-		w.log.Infow("top-level index converted from the shard indexes; the old entries were removed")
-	}
-	return nil
-}
-
-// finishDestroys is reconcile for a top-level index the node injected, which
-// is trusted as it is: it only removes what interrupted destroys left behind.
-func (w *Wrapper) finishDestroys(ctx context.Context) error {
-	var orphans []shard.Key
-	if err := w.irepo.ForEach(func(k shard.Key) (bool, error) {
-		if !w.known(k) {
-			orphans = append(orphans, k)
-		}
-		return ctx.Err() == nil, nil
-	}); err != nil {
-		return fmt.Errorf("list shard indexes: %w", err)
-	}
-	for _, k := range orphans {
-		unlock := w.pieces.lock(k)
-		var err error
-		if !w.known(k) { // it may have been registered since
-			w.log.Infow("removing what an interrupted destroy left behind", "piece", k)
-			err = w.purge(ctx, k)
-		}
-		unlock()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			w.log.Errorw("reconciling piece failed", "piece", k, "error", err)
-		}
-	}
-	return nil
-}
-
-// known reports whether the dagstore has the shard, in memory or on disk (a
-// record it could not revive still belongs to a shard).
-func (w *Wrapper) known(k shard.Key) bool {
-	if _, err := w.shardInfo(k); err == nil {
-		return true
-	}
-	_, bad := w.bad.get(k)
-	return bad
-}
-
-func (w *Wrapper) reconcilePiece(ctx context.Context, k shard.Key) error {
-	unlock := w.pieces.lock(k)
-	defer unlock()
-	if !w.known(k) {
-		w.log.Infow("removing what an interrupted destroy left behind", "piece", k)
-		return w.purge(ctx, k)
-	}
-	idx, err := w.irepo.GetFullIndex(k)
-	if err != nil {
-		return fmt.Errorf("read index: %w", err)
-	}
-	it, ok := idx.(carindex.IterableIndex)
-	if !ok {
-		return errors.New("index is not iterable")
-	}
-	if err := w.tli.AddMultihashesForShard(ctx, indexMultihashes{it}, k); err != nil {
-		return err
-	}
-	// One piece at a time, and complete before the old entries may go.
-	return w.tli.Wait(ctx, k)
+// unrestorable logs and keeps a record that cannot be restored.
+func (b *badRecords) unrestorable(log *logging.ZapEventLogger, key shard.Key, err error) {
+	err = fmt.Errorf("piece %s: shard record cannot be restored: %w", key, err)
+	log.Errorw("skipping shard record", "piece", key, "error", err)
+	b.add(key, err)
 }

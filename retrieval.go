@@ -70,7 +70,7 @@ func (w *Wrapper) localPieces(ctx context.Context, mh multihash.Multihash) ([]ci
 // already open first; with onlyLocal, only the pieces this node has
 // registered (a shared directory names other nodes' too).
 func (w *Wrapper) lookupPieces(ctx context.Context, mh multihash.Multihash, onlyLocal bool) ([]cid.Cid, error) {
-	keys, err := w.top.GetShardsForMultihash(ctx, mh)
+	keys, err := w.st.top.GetShardsForMultihash(ctx, mh)
 	if err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (w *Wrapper) lookupPieces(ctx context.Context, mh multihash.Multihash, only
 	for _, k := range keys {
 		// Entries of a shard whose destroy was interrupted may linger
 		// until the next start; never report a piece that is gone.
-		if _, err := w.shardInfo(k); err != nil && onlyLocal {
+		if _, err := w.shards.info(k); err != nil && onlyLocal {
 			continue
 		}
 		if c, err := cid.Decode(k.String()); err == nil {

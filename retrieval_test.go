@@ -34,7 +34,7 @@ func registerAll(t *testing.T, w *Wrapper, ps ...testPiece) {
 func openPieces(w *Wrapper, ps []testPiece) int {
 	n := 0
 	for _, p := range ps {
-		n += w.pieces.openCount(shard.KeyFromCID(p.pc))
+		n += w.shards.pieces.openCount(shard.KeyFromCID(p.pc))
 	}
 	return n
 }
@@ -399,7 +399,7 @@ func TestDestroyGivesUpOnAQueuedAcquire(t *testing.T) {
 		}
 		loaded <- err
 	}()
-	waitFor(t, "the load to be queued", func() bool { return w.pieces.held(shard.KeyFromCID(ps[0].pc)) })
+	waitFor(t, "the load to be queued", func() bool { return w.shards.pieces.held(shard.KeyFromCID(ps[0].pc)) })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := w.DestroyShardSync(ctx, ps[0].pc); !errors.Is(err, ErrShardInUse) || !errors.Is(err, context.Canceled) {

@@ -43,19 +43,17 @@ func (w *Wrapper) Segments(ctx context.Context, pieceCid cid.Cid) ([]Segment, er
 	}
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
-	if _, err := w.shardInfo(key); err != nil {
-		if _, bad := w.bad.get(key); !bad {
+	if _, err := w.shards.info(key); err != nil {
+		if _, bad := w.shards.bad.get(key); !bad {
 			return nil, fmt.Errorf("segments of piece %s: %w", pieceCid, err)
 		}
 	}
-	segs, err := w.segmentStore().list(ctx, key)
+	segs, err := w.segs.list(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("segments of piece %s: %w", pieceCid, err)
 	}
 	return segs, nil
 }
-
-func (w *Wrapper) segmentStore() *segmentStore { return &segmentStore{store: w.store, gate: w.gate} }
 
 // An aggregate's records in the shard-state datastore: its segments (for
 // Segments) and the synthetic CAR header its view starts with (read at

@@ -187,7 +187,7 @@ func TestSequentialCopyIsBoundedByThePieceSize(t *testing.T) {
 	// copy in flight is not a leftover.
 	waitFor(t, "the automatic recovery to fail", func() bool {
 		info, _ := w.ShardInfo(pc)
-		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.pieces.held(shard.KeyFromCID(pc))
+		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.shards.pieces.held(shard.KeyFromCID(pc))
 	})
 	for name, size := range rootFiles(t, filepath.Join(root, transientsDir)) {
 		t.Errorf("transient %s (%d bytes) left behind", name, size)

@@ -9,19 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/filecoin-project/dagstore"
-	"github.com/filecoin-project/dagstore/index"
-	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/throttle"
 	"github.com/ipfs/go-cid"
-	ds "github.com/ipfs/go-datastore"
-	levelds "github.com/ipfs/go-ds-leveldb"
 	logging "github.com/ipfs/go-log/v2"
-	"github.com/multiformats/go-multihash"
-	ldberrors "github.com/syndtr/goleveldb/leveldb/errors"
-	ldbopts "github.com/syndtr/goleveldb/leveldb/opt"
-
-	"github.com/spstack/dagwrap/internal/pgindex"
 )
 
 var (
@@ -94,58 +84,33 @@ const (
 )
 
 // Wrapper owns one dagstore instance and everything it keeps under RootDir.
-// Its methods are safe for concurrent use.
+// Its methods are safe for concurrent use. It is the facade: it checks
+// arguments, admits calls through the lifecycle gate and delegates; the
+// shards it holds own every call into the dagstore and all per-shard state.
 type Wrapper struct {
-	cfg   Config
-	api   *gatedAPI
-	lock  *rootLock
-	store ds.Batching
-	irepo index.FullIndexRepo
-	tli   *topLevel      // dagwrap's own top-level index; nil when the node injected one
-	top   index.Inverted // the top-level index in use: tli, or the node's
-	dagst *dagstore.DAGStore
-	// dagstCfg builds dagst, and a fresh one after a failed Start.
-	dagstCfg dagstore.Config
+	cfg    Config
+	api    *gatedAPI
+	lock   *rootLock
+	st     stores
+	shards *shards
+	mount  *pieceMount // the mount template: forPiece gives each piece its own
+	cache  *pieceCache // the pieces Blockstore keeps open
 
-	// indexDB is the piece directory in a database, if configured: then
-	// irepo and top.
-	indexDB *pgindex.Repo
+	m        *metrics // nil without WithMetrics: every hook is then a no-op
+	log      *logging.ZapEventLogger
+	traceLog *logging.ZapEventLogger
 
-	nodeStore bool     // store is the node's (WithDatastore): synced, not closed
-	m         *metrics // nil without WithMetrics: every hook is then a no-op
-	log       *logging.ZapEventLogger
-	traceLog  *logging.ZapEventLogger
-
-	traceCh   chan dagstore.Trace
-	failureCh chan dagstore.ShardResult
-
-	// ctx bounds every dagstore operation the wrapper starts; Close cancels it.
+	// ctx bounds every operation the wrapper starts; Close cancels it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// dagstClosed is closed once the dagstore's event loop has exited, which
-	// is when the trace and failure channels may stop being drained.
-	dagstClosed chan struct{}
-	wg          sync.WaitGroup
 
 	mu    sync.Mutex
 	state lifecycle
 	// startDone is closed when the Start running (state starting) ends.
 	startDone chan struct{}
-	// drains says the trace and failure drains run (see startDrains);
-	// dagstSpent that dagst.Start was called. Only Start uses them.
-	drains, dagstSpent bool
 	// ops is held shared by every call in flight and exclusively by Close,
 	// so nothing touches the dagstore or the datastore after they close.
 	ops sync.RWMutex
-
-	pieces   pieceLocks
-	cache    *pieceCache // the pieces Blockstore keeps open
-	releases releases    // accessor releases the dagstore has yet to process
-
-	// records is the view of store the dagstore keeps shard records in.
-	records *shardRecords
-	// infoMu keeps shard-info lookups and destroys apart (see shardInfo).
-	infoMu sync.RWMutex
 
 	// reconciled is closed when the start-up reconciliation has finished.
 	reconciled chan struct{}
@@ -154,16 +119,7 @@ type Wrapper struct {
 	// through dagwrap; Close closes it (see writeGate).
 	gate       *writeGate
 	transients *transients // copies of a sequential API's pieces
-
-	// badRecords holds shard records that could not be restored, so that
-	// operators see them instead of a silent skip.
-	bad badRecords
-
-	// indexThrottle bounds dagwrap's own indexing (see pieceMount.withIndex).
-	indexThrottle throttle.Throttler
-
-	// fails holds the shard failures callers saw that may not be on disk yet.
-	fails failures
+	segs       *segmentStore
 }
 
 // New opens (creating if needed) the dagstore root in cfg.RootDir. It takes
@@ -199,11 +155,9 @@ func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 	if testBackend != nil {
 		testBackend(&cfg, &o)
 	}
-	w := &Wrapper{cfg: cfg, lock: lock, dagstClosed: make(chan struct{}), reconciled: make(chan struct{})}
-	w.applyLogger(o)
-	w.cache = newPieceCache(w, cfg.OpenPieces, cfg.OpenPieceIdle)
+	w := &Wrapper{cfg: cfg, lock: lock, reconciled: make(chan struct{})}
 	if err := w.open(api, o); err != nil {
-		_ = w.closeStore()
+		_ = w.st.close()
 		w.m.unregister()
 		_ = lock.Close()
 		return nil, fmt.Errorf("dagwrap: open root %s: %w", root, err)
@@ -211,84 +165,33 @@ func New(cfg Config, api MinerAPI, opts ...Option) (*Wrapper, error) {
 	return w, nil
 }
 
+// open builds the Wrapper's parts; on error, New closes the stores.
 func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	root := w.cfg.RootDir
+	w.log, w.traceLog = o.loggers()
 	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.gate = newWriteGate(w.ctx)
+	w.shards = &shards{ctx: w.ctx, log: w.log, traceLog: w.traceLog, gate: w.gate}
+	w.cache = newPieceCache(w, w.cfg.OpenPieces, w.cfg.OpenPieceIdle)
+	w.shards.evict = w.cache.evict
 	if w.m, err = newMetrics(w, o.registerer); err != nil {
 		return err
 	}
-	store := o.store
-	w.nodeStore = store != nil
-	if store == nil {
-		if store, err = w.openLevelDB(filepath.Join(root, datastoreDir)); err != nil {
-			return fmt.Errorf("open shard-state datastore: %w", err)
-		}
+	w.shards.m = w.m
+	w.st.log = w.log
+	if err := w.st.open(w.ctx, w.cfg, o, w.m); err != nil {
+		return err
 	}
-	w.store = w.m.measureDatastore(store)
-	w.gate = newWriteGate(w.ctx)
-	w.records = newShardRecords(w.store, w.gate)
-	w.records.bad = &w.bad
+	w.shards.records = newShardRecords(w.st.store, w.gate)
 	w.transients = newTransients(resolveLink(filepath.Join(root, transientsDir)), w.gate, w.cfg.MaxConcurrentReadyFetches)
-
-	if err := w.openIndexDB(w.ctx, &o); err != nil {
-		return fmt.Errorf("index database: %w", err)
-	}
-	if w.irepo = o.irepo; w.irepo == nil {
-		if w.irepo, err = newIndexRepo(filepath.Join(root, indexDir)); err != nil {
-			return fmt.Errorf("open index repo: %w", err)
-		}
-	}
-	if w.top = o.top; w.top == nil {
-		if w.tli, err = openTopLevel(topLevelPath(root), w.store, w.log); err != nil {
-			return err
-		}
-		w.top = w.tli
-	}
-	w.indexThrottle = throttle.Fixed(w.cfg.MaxConcurrentIndex)
+	w.segs = &segmentStore{store: w.st.store, gate: w.gate}
+	w.shards.files = &pieceFiles{irepo: w.st.irepo, top: w.st.top, oversized: filepath.Join(root, oversizedDir),
+		segs: w.segs, transients: w.transients, log: w.log}
 	w.api = newGatedAPI(w.ctx, api, w.cfg.MaxConcurrencyStorageCalls, w.cfg.MaxConcurrentUnseals)
 	w.m.meterThrottles(w.api)
-
-	registry := mount.NewRegistry()
-	if err := registry.Register(MountScheme, w.newMount(cid.Undef)); err != nil {
-		return fmt.Errorf("register mount: %w", err)
-	}
-	// Buffered so a burst of events does not stall the event loop while the
-	// drains log them; the drains keep running until the dagstore has closed.
-	w.traceCh = make(chan dagstore.Trace, 128)
-	w.failureCh = make(chan dagstore.ShardResult, 128)
-	w.dagstCfg = dagstore.Config{
-		TransientsDir:             resolveLink(filepath.Join(root, transientsDir)),
-		IndexRepo:                 gatedIndexRepo{w.irepo, w.gate},
-		TopLevelIndex:             gatedInverted{w.top, w.gate},
-		Datastore:                 w.records,
-		MountRegistry:             registry,
-		TraceCh:                   w.traceCh,
-		FailureCh:                 w.failureCh,
-		MaxConcurrentIndex:        w.cfg.MaxConcurrentIndex,
-		MaxConcurrentReadyFetches: w.cfg.MaxConcurrentReadyFetches,
-		RecoverOnStart:            dagstore.RecoverOnAcquire,
-	}
-	if w.dagst, err = dagstore.NewDAGStore(w.dagstCfg); err != nil {
-		return fmt.Errorf("create dagstore: %w", err)
-	}
-	return nil
-}
-
-// openLevelDB opens the shard-state LevelDB: no compression, synced
-// writes, strict checks. A process killed in the middle of a journal write
-// leaves a torn record at the journal's tail, which strict journal checks
-// refuse to replay; that record was never acknowledged (writes are synced
-// before they return), so it is dropped rather than the root refused: the
-// journal checks are relaxed for the replay of that one open.
-func (w *Wrapper) openLevelDB(path string) (*levelds.Datastore, error) {
-	opts := levelds.Options{Compression: ldbopts.NoCompression, NoSync: false, Strict: ldbopts.StrictAll}
-	db, err := levelds.NewDatastore(path, &opts)
-	if !ldberrors.IsCorrupted(err) {
-		return db, err
-	}
-	w.log.Warnw("shard-state journal has a torn tail (the last run was killed mid-write); dropping it", "path", path, "error", err)
-	opts.Strict = ldbopts.StrictAll &^ ldbopts.StrictJournal &^ ldbopts.StrictJournalChecksum
-	return levelds.NewDatastore(path, &opts)
+	w.mount = &pieceMount{API: w.api, Transients: w.transients, Indexes: w.st.irepo,
+		IndexThrottle: throttle.Fixed(w.cfg.MaxConcurrentIndex), Oversized: w.shards.files.oversized, Segments: w.segs}
+	return openShards(w.shards, w.cfg, &w.st, w.mount)
 }
 
 // Close stops the background goroutines and the dagstore, then closes the
@@ -309,17 +212,8 @@ func (w *Wrapper) Close() error {
 	w.ops.Lock()     // waits for calls in flight to return
 	defer w.ops.Unlock()
 	w.cache.close() // no call in flight: no cached piece is in use
-	// Failures callers saw are on disk before the event loop stops.
-	if !w.fails.wait(failureSettleLimit) {
-		w.log.Warnw("closing before the dagstore recorded every shard failure it reported")
-	}
-	errs := []error{w.dagst.Close()}
-	// The dagstore's initialisations and acquires outlive its Close: from
-	// here their writes under the root fail, and those in flight end now.
-	w.gate.close()
-	close(w.dagstClosed)
-	w.wg.Wait()
-	errs = append(errs, w.closeStore(), w.lock.Close())
+	errs := []error{w.shards.close()}
+	errs = append(errs, w.st.close(), w.lock.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("dagwrap: close: %w", err)
 	}
@@ -350,8 +244,4 @@ func checkCID(what string, c cid.Cid) error {
 		return fmt.Errorf("%s CID: %w", what, ErrUndefinedCID)
 	}
 	return nil
-}
-
-func (m indexMultihashes) ForEach(fn func(multihash.Multihash) error) error {
-	return m.idx.ForEach(func(mh multihash.Multihash, _ uint64) error { return fn(mh) })
 }

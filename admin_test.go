@@ -1,6 +1,7 @@
 package dagwrap
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -317,17 +318,14 @@ func registerBroken(t *testing.T, api *fakeAPI, w *Wrapper, pieces ...cid.Cid) {
 			t.Fatalf("registering corrupt piece %s succeeded", pc)
 		}
 	}
-	waitFor(t, "automatic recoveries to fail", func() bool {
-		if api.fetches.Load()-start < int32(2*len(pieces)) {
-			return false
+	for _, pc := range pieces {
+		if info, err := w.AwaitRecovery(context.Background(), pc); err != nil || info.State != dagstore.ShardStateErrored {
+			t.Fatalf("piece %s after its automatic recovery: %+v %v, want errored", pc, info, err)
 		}
-		for _, pc := range pieces {
-			if state(t, w, pc) != dagstore.ShardStateErrored {
-				return false
-			}
-		}
-		return true
-	})
+	}
+	if n := api.fetches.Load() - start; n != int32(2*len(pieces)) {
+		t.Fatalf("%d fetches, want %d (a registration and a recovery each)", n, 2*len(pieces))
+	}
 }
 
 func TestRecoverShardReindexesRepairedPiece(t *testing.T) {
@@ -478,10 +476,9 @@ func TestManualRecoveryRearmsAutomaticRecovery(t *testing.T) {
 	if err := w.RegisterShardSync(context.Background(), pc, "", true); err == nil {
 		t.Fatal("registration with a failing fetch succeeded")
 	}
-	waitFor(t, "the automatic recovery to fail", func() bool {
-		info, _ := w.ShardInfo(pc)
-		return api.fetches.Load() == 2 && info.State == dagstore.ShardStateErrored
-	})
+	if info, err := w.AwaitRecovery(context.Background(), pc); err != nil || info.State != dagstore.ShardStateErrored || api.fetches.Load() != 2 {
+		t.Fatalf("after the automatic recovery: %+v %v, %d fetches; want errored after 2", info, err, api.fetches.Load())
+	}
 	if err := w.RecoverShard(context.Background(), pc); err != nil {
 		t.Fatal(err)
 	}
@@ -490,8 +487,44 @@ func TestManualRecoveryRearmsAutomaticRecovery(t *testing.T) {
 	if _, err := w.LoadShard(context.Background(), pc); err == nil {
 		t.Fatal("load with a failing fetch succeeded")
 	}
-	waitFor(t, "the re-armed automatic recovery", func() bool {
-		info, _ := w.ShardInfo(pc)
-		return info.State == dagstore.ShardStateAvailable
-	})
+	if info, err := w.AwaitRecovery(context.Background(), pc); err != nil || info.State != dagstore.ShardStateAvailable {
+		t.Fatalf("after the re-armed automatic recovery: %+v %v, want available", info, err)
+	}
+}
+
+// AwaitRecovery is the completion of an automatic recovery: it answers at
+// once for a shard with none due, names an unknown piece, waits for the
+// recovery a failure caller saw queues (here: it fetched again, and the
+// shard is available), and fails with ErrClosed after Close.
+func TestAwaitRecovery(t *testing.T) {
+	ctx := context.Background()
+	api := newFakeAPI(true)
+	w := openWrapper(t, t.TempDir(), api)
+	good := api.addPiece(t, "testdata/sample.car")
+	if err := w.RegisterShardSync(ctx, good, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := w.AwaitRecovery(ctx, good); err != nil || info.State != dagstore.ShardStateAvailable {
+		t.Fatalf("a shard that never failed: %+v %v", info, err)
+	}
+	unknown := pieceCID(t, bytes.Repeat([]byte("a piece nobody registered "), 8))
+	if _, err := w.AwaitRecovery(ctx, unknown); !errors.Is(err, ErrShardUnknown) || !strings.Contains(err.Error(), unknown.String()) {
+		t.Fatalf("unknown piece: %v, want ErrShardUnknown naming it", err)
+	}
+	flaky := api.addPiece(t, "testdata/padded.car")
+	api.failNext.Store(1)
+	if err := w.RegisterShardSync(ctx, flaky, "", true); err == nil {
+		t.Fatal("registration with a failing fetch succeeded")
+	}
+	info, err := w.AwaitRecovery(ctx, flaky)
+	if err != nil || info.State != dagstore.ShardStateAvailable || api.fetches.Load() != 3 {
+		t.Fatalf("after the automatic recovery: %+v %v, %d fetches; want available after 3", info, err, api.fetches.Load())
+	}
+	assertServes(t, w, flaky, "testdata/padded.car")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.AwaitRecovery(ctx, flaky); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v, want ErrClosed", err)
+	}
 }

@@ -45,24 +45,35 @@ func (b background) trace(available chan<- shard.Key) {
 	for {
 		select {
 		case t := <-b.s.traceCh:
-			b.s.m.trace(t)
-			if t.Op == dagstore.OpShardFail {
-				b.s.recoveries.failed(t.Key) // before the failure settles: see recoveries
+			b.event(t, available)
+		case done := <-b.s.fence:
+			// Every event the dagstore has sent by now is handled first.
+			for len(b.s.traceCh) > 0 {
+				b.event(<-b.s.traceCh, available)
 			}
-			b.s.fails.observe(t)
-			b.s.releases.observe(t)
-			if t.Op == dagstore.OpShardMakeAvailable {
-				select {
-				case available <- t.Key:
-				default: // recoverFailures is busy; the shard just stays disarmed
-				}
-			}
-			b.s.traceLog.Debugw("shard event", "piece", t.Key, "op", t.Op.String(),
-				"state", t.After.ShardState.String(), "error", t.After.Error)
+			close(done)
 		case <-b.s.dagstClosed:
 			return
 		}
 	}
+}
+
+// event handles one dagstore event (see trace).
+func (b background) event(t dagstore.Trace, available chan<- shard.Key) {
+	b.s.m.trace(t)
+	if t.Op == dagstore.OpShardFail {
+		b.s.recoveries.failed(t.Key) // before the failure settles: see recoveries
+	}
+	b.s.fails.observe(t)
+	b.s.releases.observe(t)
+	if t.Op == dagstore.OpShardMakeAvailable {
+		select {
+		case available <- t.Key:
+		default: // recoverFailures is busy; the shard just stays disarmed
+		}
+	}
+	b.s.traceLog.Debugw("shard event", "piece", t.Key, "op", t.Op.String(),
+		"state", t.After.ShardState.String(), "error", t.After.Error)
 }
 
 // recoverFailures gives each shard failure one automatic recovery attempt: a

@@ -70,10 +70,9 @@ func TestTransientCopyOnFullDisk(t *testing.T) {
 	assertServes(t, w, good, "testdata/sample.car")
 
 	// Space again: the automatic recovery copies it anew.
-	waitFor(t, "shard recovered", func() bool {
-		info, err := w.ShardInfo(pc)
-		return err == nil && info.State == dagstore.ShardStateAvailable
-	})
+	if info, err := w.AwaitRecovery(ctx, pc); err != nil || info.State != dagstore.ShardStateAvailable {
+		t.Fatalf("after the automatic recovery: %+v %v, want available", info, err)
+	}
 	assertServes(t, w, pc, "testdata/padded.car")
 }
 
@@ -100,10 +99,9 @@ func TestTransientCopyOnSmallFilesystem(t *testing.T) {
 	checkCleanFailure(t, root, big, err)
 	// Its automatic recovery copies it again and fails the same way; until
 	// then the tmpfs may be full of that copy.
-	waitFor(t, "the big piece's automatic recovery to fail", func() bool {
-		info, _ := w.ShardInfo(big)
-		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.shards.pieces.held(shard.KeyFromCID(big))
-	})
+	if info, err := w.AwaitRecovery(ctx, big); err != nil || info.State != dagstore.ShardStateErrored || api.fetches.Load() < 2 {
+		t.Fatalf("after the big piece's automatic recovery: %+v %v, %d fetches; want errored after 2", info, err, api.fetches.Load())
+	}
 	assertServes(t, w, small, "testdata/sample.car")
 	if n := len(listDir(t, tmpfs)); n != 1 {
 		t.Fatalf("transients: %v, want only the small piece's", listDir(t, tmpfs))

@@ -261,10 +261,9 @@ func TestIndexDBDownMidRun(t *testing.T) {
 		t.Fatalf("registration with the database down: %v; want an error naming %s", err, proxy.addr)
 	}
 	// Its automatic recovery fails too, the database being still down.
-	waitFor(t, "the shard errored", func() bool {
-		info, err := w.ShardInfo(during)
-		return err == nil && info.State == dagstore.ShardStateErrored
-	})
+	if info, err := w.AwaitRecovery(ctx, during); err != nil || info.State != dagstore.ShardStateErrored {
+		t.Fatalf("after the automatic recovery with the database down: %+v %v, want errored", info, err)
+	}
 	if _, err := w.GetPiecesContainingBlock(blkBefore); err == nil || !strings.Contains(err.Error(), proxy.addr) {
 		t.Fatalf("lookup with the database down: %v; want an error naming it", err)
 	}

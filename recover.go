@@ -71,6 +71,35 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 	return nil
 }
 
+// AwaitRecovery returns once the automatic recovery dagwrap runs after a
+// failure of the piece has ended (at once if none is due, queued or
+// running), with the shard's state then: available if it recovered,
+// errored if not (dagwrap recovers each failure once automatically; an
+// operator's RecoverShard may follow). A failure the caller saw before the
+// call is always waited for. It returns ctx's error if ctx ends first, and
+// an error wrapping ErrShardUnknown for a piece that is not registered.
+func (w *Wrapper) AwaitRecovery(ctx context.Context, pieceCid cid.Cid) (ShardInfo, error) {
+	if err := checkCID("piece", pieceCid); err != nil {
+		return ShardInfo{}, err
+	}
+	done, err := w.beginCtx(ctx)
+	if err != nil {
+		return ShardInfo{}, fmt.Errorf("await recovery of piece %s: %w", pieceCid, err)
+	}
+	defer done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(w.ctx, cancel)()
+	info, err := w.shards.awaitRecovery(ctx, shard.KeyFromCID(pieceCid))
+	if err != nil {
+		if w.ctx.Err() != nil {
+			err = ErrClosed
+		}
+		return ShardInfo{}, fmt.Errorf("await recovery of piece %s: %w", pieceCid, err)
+	}
+	return toShardInfo(pieceCid, info), nil
+}
+
 // RecoverAllResult says what RecoverAllShards did with each errored piece.
 type RecoverAllResult struct {
 	Recovered []cid.Cid

@@ -1,6 +1,7 @@
 package dagwrap
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/filecoin-project/dagstore"
@@ -67,4 +68,36 @@ func (s *shards) sawFailure(k shard.Key) {
 		info, err := s.info(k)
 		return err != nil || (info.ShardState != dagstore.ShardStateServing && info.ShardState != dagstore.ShardStateAvailable)
 	})
+}
+
+// awaitRecovery returns once no automatic recovery of k is due, queued or
+// running, and returns the shard's state then. A failure a caller saw
+// before the call is always waited for: the shard's info waits for the
+// event loop to be done with k (its events are then sent), the fence for
+// the trace loop to have counted them, and recoveries for the recovery loop
+// to have taken each failure and finished the recovery it queued.
+func (s *shards) awaitRecovery(ctx context.Context, k shard.Key) (dagstore.ShardInfo, error) {
+	if err := s.fails.waitKey(ctx, k); err != nil {
+		return dagstore.ShardInfo{}, err
+	}
+	if _, err := s.state(k); err != nil {
+		return dagstore.ShardInfo{}, err
+	}
+	done := make(chan struct{})
+	select {
+	case s.fence <- done:
+	case <-ctx.Done():
+		return dagstore.ShardInfo{}, ctx.Err()
+	case <-s.dagstClosed:
+		return dagstore.ShardInfo{}, ErrClosed
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return dagstore.ShardInfo{}, ctx.Err()
+	}
+	if err := s.recoveries.await(ctx, k); err != nil {
+		return dagstore.ShardInfo{}, err
+	}
+	return s.state(k)
 }

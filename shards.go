@@ -48,9 +48,10 @@
 //     fed by the trace loop): TestGCClosesIdleCachedPieces,
 //     TestCloseReturnsOnceReleased.
 //   - A failed shard is never retried: the recovery loop gives each failure
-//     one automatic recovery (autorecover.go): TestAutomaticRecovery.
+//     one automatic recovery (background.go): TestFailedShardIsRecoveredAutomatically,
+//     TestManualRecoveryRearmsAutomaticRecovery.
 //   - A dagstore whose Start failed cannot be started again (renew):
-//     TestStartRetryAfterFailure.
+//     TestFailedDagstoreStartCanBeRetried.
 
 package dagwrap
 
@@ -86,6 +87,9 @@ type shards struct {
 	// the trace and recovery loops until dagstClosed.
 	traceCh   chan dagstore.Trace
 	failureCh chan dagstore.ShardResult
+	// fence asks the trace loop to handle every event already sent, then
+	// close the channel it was given (see awaitRecovery).
+	fence chan chan struct{}
 	// dagstClosed is closed once the dagstore's event loop has exited, which
 	// is when the trace and failure channels may stop being drained.
 	dagstClosed chan struct{}
@@ -115,6 +119,7 @@ func openShards(s *shards, cfg Config, st *stores, mnt *pieceMount) error {
 	// drains log them; the drains keep running until the dagstore has closed.
 	s.traceCh = make(chan dagstore.Trace, 128)
 	s.failureCh = make(chan dagstore.ShardResult, 128)
+	s.fence = make(chan chan struct{})
 	s.dagstCfg = dagstore.Config{
 		TransientsDir:             s.files.transients.dir,
 		IndexRepo:                 gatedIndexRepo{st.irepo, s.gate},

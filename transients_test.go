@@ -185,10 +185,10 @@ func TestSequentialCopyIsBoundedByThePieceSize(t *testing.T) {
 	}
 	// Its automatic recovery copies it again, and fails the same way; its
 	// copy in flight is not a leftover.
-	waitFor(t, "the automatic recovery to fail", func() bool {
-		info, _ := w.ShardInfo(pc)
-		return api.fetches.Load() >= 2 && info.State == dagstore.ShardStateErrored && !w.shards.pieces.held(shard.KeyFromCID(pc))
-	})
+	info, err := w.AwaitRecovery(context.Background(), pc)
+	if err != nil || info.State != dagstore.ShardStateErrored || api.fetches.Load() < 2 || w.shards.pieces.held(shard.KeyFromCID(pc)) {
+		t.Fatalf("after the automatic recovery: %+v %v, %d fetches, want errored after 2", info, err, api.fetches.Load())
+	}
 	for name, size := range rootFiles(t, filepath.Join(root, transientsDir)) {
 		t.Errorf("transient %s (%d bytes) left behind", name, size)
 	}
@@ -214,26 +214,25 @@ func TestRecoveryKeepsTheLocalCAR(t *testing.T) {
 		if err := w.RegisterShardSync(context.Background(), pc, car, true); err == nil {
 			t.Fatalf("random=%v: registering a broken CAR succeeded", random)
 		}
-		if err := os.WriteFile(car, want, 0o644); err != nil {
+		// Replaced in one rename: a recovery running now reads either CAR
+		// whole, never a half-written one.
+		if err := os.WriteFile(car+".new", want, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// The automatic recovery runs when it runs, perhaps before the CAR
-		// was fixed: an operator recovers the shard while it is errored,
-		// until a recovery (of either) reads the fixed CAR.
-		var last string
-		waitFor(t, "a recovery reading the fixed CAR", func() bool {
-			info, err := w.ShardInfo(pc)
-			if err != nil || info.State == dagstore.ShardStateAvailable {
-				return err == nil
+		if err := os.Rename(car+".new", car); err != nil {
+			t.Fatal(err)
+		}
+		// The automatic recovery may have run before the CAR was fixed:
+		// then an operator's recovery reads the fixed CAR.
+		info, err := w.AwaitRecovery(context.Background(), pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == dagstore.ShardStateErrored {
+			if err := w.RecoverShard(context.Background(), pc); err != nil {
+				t.Fatalf("random=%v: recover after the CAR was fixed: %v", random, err)
 			}
-			if info.State == dagstore.ShardStateErrored {
-				if err := w.RecoverShard(context.Background(), pc); err != nil && err.Error() != last {
-					last = err.Error()
-					t.Logf("random=%v: recover: %v", random, err)
-				}
-			}
-			return false
-		})
+		}
 		assertServes(t, w, pc, car)
 		if n := api.fetches.Load(); n != 0 {
 			t.Fatalf("random=%v: the API was fetched %d times for a piece registered with a CAR", random, n)

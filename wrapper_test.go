@@ -525,10 +525,9 @@ func TestFailedShardIsRecoveredAutomatically(t *testing.T) {
 		t.Fatalf("register with a failing fetch: %v", err)
 	}
 	// The recovery goroutine retries once, and the retry succeeds.
-	waitFor(t, "automatic recovery", func() bool {
-		info, _ := w.ShardInfo(pc)
-		return info.State == dagstore.ShardStateAvailable
-	})
+	if info, err := w.AwaitRecovery(context.Background(), pc); err != nil || info.State != dagstore.ShardStateAvailable {
+		t.Fatalf("after the automatic recovery: %+v %v, want available", info, err)
+	}
 	assertServes(t, w, pc, "testdata/sample.car")
 }
 

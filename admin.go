@@ -147,7 +147,7 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 		w.shards.spawn(func() {
 			defer workers.Done()
 			for pc := range next {
-				skipped, err := w.initOne(ctx, pc, o.includeSealed)
+				skipped, err := initOne(ctx, w.api, w.shards, pc, o.includeSealed)
 				if err != nil && ctx.Err() != nil {
 					continue // stopped, not failed
 				}
@@ -187,11 +187,11 @@ feed:
 }
 
 // initOne initialises one piece of InitAllShards, or reports it skipped.
-func (w *Wrapper) initOne(ctx context.Context, pc cid.Cid, includeSealed bool) (skipped bool, err error) {
+func initOne(ctx context.Context, api MinerAPI, s *shards, pc cid.Cid, includeSealed bool) (skipped bool, err error) {
 	if !includeSealed {
 		// Through the gated API, so the storage-call throttle applies;
 		// detached, so a node's call that ignores ctx does not hold us.
-		unsealed, err := detached(ctx, func() (bool, error) { return w.api.IsUnsealed(ctx, pc) }, nil)
+		unsealed, err := detached(ctx, func() (bool, error) { return api.IsUnsealed(ctx, pc) }, nil)
 		if err != nil {
 			return false, fmt.Errorf("piece %s: check whether it is unsealed: %w", pc, err)
 		}
@@ -199,7 +199,7 @@ func (w *Wrapper) initOne(ctx context.Context, pc cid.Cid, includeSealed bool) (
 			return true, nil
 		}
 	}
-	if err := w.shards.initialize(ctx, pc); err != nil {
+	if err := s.initialize(ctx, pc); err != nil {
 		return false, fmt.Errorf("piece %s: %w", pc, err)
 	}
 	return false, nil

@@ -367,7 +367,7 @@ func verifyCrash(t *testing.T, root string, api *fakeAPI, pieces []testPiece, sc
 		}
 		// A load that indexed the piece leaves its top-level entries to
 		// the background: lookups find them once complete.
-		if err := w.waitSearchable(ctx, shard.KeyFromCID(p.pc)); err != nil {
+		if err := waitSearchable(ctx, w.ctx, w.st.top, shard.KeyFromCID(p.pc)); err != nil {
 			fail("piece %s: top-level entries after its first load: %v", p.pc, err)
 		}
 		checkLookups(t, w, p, fail)

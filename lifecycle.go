@@ -30,7 +30,40 @@ func (w *Wrapper) Start(ctx context.Context) error {
 	w.state, w.startDone = starting, make(chan struct{})
 	w.mu.Unlock()
 
-	err := w.start(ctx)
+	// Every step before the dagstore's Start can be redone; a dagstore whose
+	// Start failed is replaced by a fresh one at the next attempt.
+	err := func() error {
+		if err := w.api.Start(ctx); err != nil {
+			return fmt.Errorf("dagwrap: start miner API: %w", err)
+		}
+		if err := w.shards.records.prepare(ctx, &w.shards.bad, w.log); err != nil {
+			return fmt.Errorf("dagwrap: %w", err)
+		}
+		if w.st.indexDB != nil {
+			if err := w.st.indexDB.Ensure(ctx); err != nil {
+				return fmt.Errorf("dagwrap: %w", err)
+			}
+		}
+		// Lookups on a Lotus root read its stock index from the first one on,
+		// until the background reconciliation has rebuilt it.
+		if w.st.tli != nil {
+			if err := w.st.tli.detectOld(ctx); err != nil {
+				return fmt.Errorf("dagwrap: %w", err)
+			}
+		}
+		if err := w.shards.start(ctx); err != nil {
+			return err
+		}
+		w.shards.spawn(func() { background{w.shards}.gcEvery(w.cfg.GCInterval) })
+		w.shards.spawn(func() {
+			defer close(w.reconciled)
+			r := reconciler{s: w.shards, tli: w.st.tli, irepo: w.st.irepo, log: w.log}
+			if err := r.run(w.ctx); err != nil && w.ctx.Err() == nil {
+				w.log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
+			}
+		})
+		return nil
+	}()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	defer close(w.startDone)
@@ -42,42 +75,6 @@ func (w *Wrapper) Start(ctx context.Context) error {
 		return err
 	}
 	w.state = started
-	return nil
-}
-
-// start does Start's work. Every step before the dagstore's Start can be
-// redone; a dagstore whose Start failed is replaced by a fresh instance at
-// the next attempt (see renewDAGStore).
-func (w *Wrapper) start(ctx context.Context) error {
-	if err := w.api.Start(ctx); err != nil {
-		return fmt.Errorf("dagwrap: start miner API: %w", err)
-	}
-	if err := w.shards.records.prepare(ctx, &w.shards.bad, w.log); err != nil {
-		return fmt.Errorf("dagwrap: %w", err)
-	}
-	if w.st.indexDB != nil {
-		if err := w.st.indexDB.Ensure(ctx); err != nil {
-			return fmt.Errorf("dagwrap: %w", err)
-		}
-	}
-	// Lookups on a Lotus root read its stock index from the first one on,
-	// until the background reconciliation has rebuilt it.
-	if w.st.tli != nil {
-		if err := w.st.tli.detectOld(ctx); err != nil {
-			return fmt.Errorf("dagwrap: %w", err)
-		}
-	}
-	if err := w.shards.start(ctx); err != nil {
-		return err
-	}
-	w.shards.spawn(func() { background{w.shards}.gcEvery(w.cfg.GCInterval) })
-	w.shards.spawn(func() {
-		defer close(w.reconciled)
-		r := reconciler{s: w.shards, tli: w.st.tli, irepo: w.st.irepo, log: w.log}
-		if err := r.run(w.ctx); err != nil && w.ctx.Err() == nil {
-			w.log.Errorw("reconciling the top-level index with the shard indexes failed", "error", err)
-		}
-	})
 	return nil
 }
 

@@ -12,17 +12,10 @@ import (
 // dagstore does not know is registered (lazily) and then loaded. Close the
 // blockstore to release the shard. If ctx ends first, LoadShard returns its
 // error and the accessor that arrives later is closed.
-func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (ClosableBlockstore, error) {
+func (w *Wrapper) LoadShard(ctx context.Context, pieceCid cid.Cid) (_ ClosableBlockstore, err error) {
 	start := w.m.now()
-	bs, err := w.openShard(ctx, pieceCid, true)
-	w.m.observe(opAcquire, start, err)
-	return bs, err
-}
-
-// openShard is LoadShard; with lazy unset, a piece the dagstore does not
-// know is an error wrapping ErrShardUnknown instead of a registration.
-func (w *Wrapper) openShard(ctx context.Context, pieceCid cid.Cid, lazy bool) (ClosableBlockstore, error) {
-	pieceCid, err := pieceV1(pieceCid)
+	defer func() { w.m.observe(opAcquire, start, err) }()
+	pieceCid, err = pieceV1(pieceCid)
 	if err != nil {
 		return nil, fmt.Errorf("load piece: %w", err)
 	}
@@ -32,20 +25,17 @@ func (w *Wrapper) openShard(ctx context.Context, pieceCid cid.Cid, lazy bool) (C
 	}
 	defer done()
 
-	var unknown func() error
-	if lazy {
-		unknown = func() error {
-			// Only a piece the node has is registered: a load of anything
-			// else would leave an errored shard behind for good.
-			if _, err := w.api.GetUnpaddedCARSize(ctx, pieceCid); err != nil {
-				return fmt.Errorf("not registered, and the miner API does not have it: %w", err)
-			}
-			w.log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
-			if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
-				return err
-			}
-			return nil
+	unknown := func() error {
+		// Only a piece the node has is registered: a load of anything else
+		// would leave an errored shard behind for good.
+		if _, err := w.api.GetUnpaddedCARSize(ctx, pieceCid); err != nil {
+			return fmt.Errorf("not registered, and the miner API does not have it: %w", err)
 		}
+		w.log.Infow("piece not registered; registering it lazily", "piece", pieceCid)
+		if err := w.registerSync(ctx, pieceCid, "", false); err != nil && !errors.Is(err, ErrShardExists) {
+			return err
+		}
+		return nil
 	}
 	bs, err := w.shards.open(ctx, pieceCid, unknown)
 	if err != nil {

@@ -32,7 +32,7 @@ func (w *Wrapper) GetPiecesContainingBlock(blockCID cid.Cid) ([]cid.Cid, error) 
 	}
 	defer done()
 	// A shared directory reports every node's pieces (see the doc above).
-	pieces, err := w.lookupPieces(w.ctx, blockCID.Hash(), w.st.indexDB == nil)
+	pieces, err := (&allPieces{w: w}).lookup(w.ctx, blockCID.Hash(), w.st.indexDB == nil)
 	if err != nil {
 		return nil, fmt.Errorf("look up block %s: %w", blockCID, err)
 	}

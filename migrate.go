@@ -9,6 +9,7 @@ import (
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
+	logging "github.com/ipfs/go-log/v2"
 )
 
 // Deal is what the migration needs to know of a storage deal.
@@ -59,13 +60,14 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 
 	// Registrations are queued by one goroutine while this one collects
 	// their results from a buffered channel.
+	mig := migration{s: w.shards, mount: w.mount, log: w.log}
 	results := make(chan dagstore.ShardResult, 1024)
 	queued := make(chan queueOutcome, 1)
 	// Registrations in flight are bounded: each has a goroutine waiting
 	// for its record's group commit.
 	slots := make(chan struct{}, migrationsInFlight)
 	w.shards.spawn(func() {
-		queued <- w.queueMigrations(ctx, order, results, slots)
+		queued <- mig.queue(ctx, order, results, slots)
 	})
 
 	expected, received := -1, 0
@@ -77,20 +79,20 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 			cut = q.cut
 			for _, e := range q.failed {
 				w.m.count(opRegister, e.err)
-				failed = append(failed, w.dealFailures(dealsOf[e.key], e.err)...)
+				failed = append(failed, mig.failures(dealsOf[e.key], e.err)...)
 			}
 		case r := <-results:
 			received++
 			<-slots
 			w.m.count(opRegister, r.Error)
 			if r.Error != nil {
-				failed = append(failed, w.dealFailures(dealsOf[r.Key], r.Error)...)
+				failed = append(failed, mig.failures(dealsOf[r.Key], r.Error)...)
 			}
 		case <-ctx.Done():
-			w.drainMigration(results, queued, expected, received)
+			mig.drain(results, queued, expected, received)
 			return false, fmt.Errorf("migrate deals: %w", ctx.Err())
 		case <-w.ctx.Done():
-			w.drainMigration(results, queued, expected, received)
+			mig.drain(results, queued, expected, received)
 			return false, fmt.Errorf("migrate deals: %w", ErrClosed)
 		}
 	}
@@ -123,9 +125,17 @@ type keyErr struct {
 // result; it is also about the largest group one commit writes.
 const migrationsInFlight = 2048
 
-// queueMigrations queues a lazy registration per piece, until ctx ends,
+// migration queues one MigrateDeals call's registrations and collects
+// their outcomes.
+type migration struct {
+	s     *shards
+	mount *pieceMount
+	log   *logging.ZapEventLogger
+}
+
+// queue queues a lazy registration per piece, until ctx ends,
 // each holding one of slots until its result is taken.
-func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results chan dagstore.ShardResult, slots chan struct{}) queueOutcome {
+func (m migration) queue(ctx context.Context, pieces []cid.Cid, results chan dagstore.ShardResult, slots chan struct{}) queueOutcome {
 	var out queueOutcome
 	for _, pc := range pieces {
 		select {
@@ -133,11 +143,11 @@ func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results
 		case <-ctx.Done():
 			out.cut = ctx.Err()
 			return out
-		case <-w.ctx.Done():
+		case <-m.s.ctx.Done():
 			out.cut = ErrClosed
 			return out
 		}
-		switch err := w.queueMigration(pc, results); {
+		switch err := m.queueOne(pc, results); {
 		case err == nil:
 			out.queued++
 			continue
@@ -151,11 +161,11 @@ func (w *Wrapper) queueMigrations(ctx context.Context, pieces []cid.Cid, results
 	return out
 }
 
-// queueMigration queues the lazy registration of a piece, its record
+// queueOne queues the lazy registration of a piece, its record
 // written in a group commit.
-func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardResult) error {
+func (m migration) queueOne(pieceCid cid.Cid, results chan dagstore.ShardResult) error {
 	opts := dagstore.RegisterOpts{LazyInitialization: true}
-	if err := w.shards.submit(shard.KeyFromCID(pieceCid), w.mount.forPiece(pieceCid), opts, results, true); err != nil {
+	if err := m.s.submit(shard.KeyFromCID(pieceCid), m.mount.forPiece(pieceCid), opts, results, true); err != nil {
 		if errors.Is(err, ErrShardExists) {
 			return err
 		}
@@ -164,27 +174,27 @@ func (w *Wrapper) queueMigration(pieceCid cid.Cid, results chan dagstore.ShardRe
 	return nil
 }
 
-// dealFailures logs and returns one error per deal of a failed piece.
-func (w *Wrapper) dealFailures(deals []Deal, err error) []error {
+// failures logs and returns one error per deal of a failed piece.
+func (m migration) failures(deals []Deal, err error) []error {
 	out := make([]error, 0, len(deals))
 	for _, d := range deals {
-		w.log.Errorw("deal migration failed", "deal", d.DealID, "piece", d.PieceCID, "error", err)
+		m.log.Errorw("deal migration failed", "deal", d.DealID, "piece", d.PieceCID, "error", err)
 		out = append(out, fmt.Errorf("deal %d piece %s: %w", d.DealID, d.PieceCID, err))
 	}
 	return out
 }
 
-// drainMigration keeps consuming registration results after MigrateDeals
+// drain keeps consuming registration results after MigrateDeals
 // gave up: the dagstore's dispatcher would block on a full results buffer.
-func (w *Wrapper) drainMigration(results <-chan dagstore.ShardResult, queued <-chan queueOutcome, expected, received int) {
-	w.shards.spawn(func() {
+func (m migration) drain(results <-chan dagstore.ShardResult, queued <-chan queueOutcome, expected, received int) {
+	m.s.spawn(func() {
 		for expected != received {
 			select {
 			case q := <-queued:
 				expected = q.queued
 			case <-results:
 				received++
-			case <-w.shards.dagstClosed:
+			case <-m.s.dagstClosed:
 				return
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -101,7 +102,13 @@ func (c *pieceCache) get(ctx context.Context, pieceCid cid.Cid) (ClosableBlockst
 // load opens the piece for the entry's first user. No lazy registration:
 // the cache serves only pieces the node has registered.
 func (c *pieceCache) load(ctx context.Context, e *openPiece, pieceCid cid.Cid) (ClosableBlockstore, func(), error) {
-	bs, err := c.w.openShard(ctx, pieceCid, false)
+	var bs ClosableBlockstore
+	sbs, err := c.w.shards.open(ctx, pieceCid, nil)
+	if err == nil {
+		bs = withAggregateKeys(c.w, sbs)
+	} else {
+		err = fmt.Errorf("load piece %s: %w", pieceCid, err)
+	}
 	c.mu.Lock()
 	e.bs, e.err = bs, err
 	close(e.ready)

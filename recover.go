@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 )
@@ -24,48 +23,7 @@ func (w *Wrapper) RecoverShard(ctx context.Context, pieceCid cid.Cid) error {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	defer done()
-	// An automatic recovery (or an acquire) may be running: wait for it
-	// rather than be refused, and count it if it recovered the shard.
-	key := shard.KeyFromCID(pieceCid)
-	if err := w.shards.fails.waitKey(ctx, key); err != nil {
-		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
-	}
-	before, _ := w.shards.state(key)
-	if busy := w.shards.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
-		select {
-		case <-w.shards.pieces.whenIdle(key):
-		case <-ctx.Done():
-			return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
-		case <-w.ctx.Done():
-			return fmt.Errorf("recover piece %s: %w", pieceCid, ErrClosed)
-		}
-		if now, err := w.shards.state(key); err == nil && busy && now.ShardState == dagstore.ShardStateAvailable {
-			return nil
-		}
-	}
-	ch := make(chan dagstore.ShardResult, 1)
-	if err := w.shards.queueRecover(pieceCid, ch); err != nil {
-		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
-	}
-	res, err := w.shards.wait(ctx, ch)
-	if err != nil {
-		w.shards.unholdLate(ch, 1)
-		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
-	}
-	w.shards.pieces.unhold(res.Key)
-	if err := res.Error; err != nil {
-		// Refused because an automatic recovery started meanwhile: its
-		// outcome is this call's.
-		if now, serr := w.shards.state(key); serr == nil && now.ShardState != dagstore.ShardStateErrored {
-			select {
-			case <-w.shards.pieces.whenIdle(key):
-			case <-ctx.Done():
-				return fmt.Errorf("recover piece %s: %w", pieceCid, ctx.Err())
-			}
-			if now, serr = w.shards.state(key); serr == nil && (now.ShardState == dagstore.ShardStateAvailable || now.ShardState == dagstore.ShardStateServing) {
-				return nil
-			}
-		}
+	if err := w.shards.recover(ctx, shard.KeyFromCID(pieceCid)); err != nil {
 		return fmt.Errorf("recover piece %s: %w", pieceCid, err)
 	}
 	return nil
@@ -118,49 +76,9 @@ func (w *Wrapper) RecoverAllShards(ctx context.Context) (RecoverAllResult, error
 	}
 	defer done()
 
-	var errored []cid.Cid
-	for k, info := range w.shards.all() {
-		if info.ShardState != dagstore.ShardStateErrored {
-			continue
-		}
-		if c, err := cid.Decode(k.String()); err == nil {
-			errored = append(errored, c)
-		}
-	}
-	for k, bad := range w.shards.bad.all() {
-		if c, err := cid.Decode(k.String()); err == nil {
-			res.Failed[c] = bad
-		}
-	}
-	sort.Slice(errored, func(i, j int) bool { return errored[i].String() < errored[j].String() })
-
-	// One buffered channel for every result: the dagstore never waits on
-	// it, even after this call has given up.
-	ch := make(chan dagstore.ShardResult, len(errored))
-	pending := 0
-	for _, pc := range errored {
-		if err := w.shards.queueRecover(pc, ch); err != nil {
-			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
-			continue
-		}
-		pending++
-	}
-	for ; pending > 0; pending-- {
-		r, err := w.shards.wait(ctx, ch)
-		if err != nil {
-			w.shards.unholdLate(ch, pending)
-			return res, fmt.Errorf("recover all shards: %d recoveries still running: %w", pending, err)
-		}
-		w.shards.pieces.unhold(r.Key)
-		pc, err := cid.Decode(r.Key.String())
-		if err != nil {
-			continue
-		}
-		if r.Error != nil {
-			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, r.Error)
-		} else {
-			res.Recovered = append(res.Recovered, pc)
-		}
+	res, running, err := w.shards.recoverAll(ctx)
+	if err != nil {
+		return res, fmt.Errorf("recover all shards: %d recoveries still running: %w", running, err)
 	}
 	sort.Slice(res.Recovered, func(i, j int) bool { return res.Recovered[i].String() < res.Recovered[j].String() })
 	if len(res.Failed) > 0 {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/filecoin-project/dagstore"
+	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
@@ -75,7 +76,7 @@ func (w *Wrapper) registerSync(ctx context.Context, pieceCid cid.Cid, carPath st
 	}
 	w.m.observe(opRegister, start, err)
 	if err == nil && eagerInit {
-		err = w.waitSearchable(ctx, shard.KeyFromCID(pieceCid))
+		err = waitSearchable(ctx, w.ctx, w.st.top, shard.KeyFromCID(pieceCid))
 	}
 	if err != nil {
 		// A destroy of the piece can run once it is submitted: then that
@@ -95,20 +96,20 @@ type searchable interface {
 }
 
 // waitSearchable returns once lookups find k's blocks, with a top-level
-// index that tells; a piece removed meanwhile is not an error.
-func (w *Wrapper) waitSearchable(ctx context.Context, k shard.Key) error {
-	s, ok := w.st.top.(searchable)
+// index that tells (or ErrClosed once closing ends); a piece removed meanwhile is not an error.
+func waitSearchable(ctx, closing context.Context, top index.Inverted, k shard.Key) error {
+	s, ok := top.(searchable)
 	if !ok {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(w.ctx, cancel)()
+	defer context.AfterFunc(closing, cancel)()
 	err := s.Wait(ctx, k)
 	switch {
 	case err == nil, errors.Is(err, ds.ErrNotFound):
 		return nil
-	case w.ctx.Err() != nil:
+	case closing.Err() != nil:
 		return ErrClosed
 	}
 	return err

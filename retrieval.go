@@ -60,16 +60,11 @@ func identity(c cid.Cid) (blocks.Block, bool, error) {
 	return blk, true, err
 }
 
-// localPieces returns the registered pieces the top-level index names for
-// mh, those already open first.
-func (w *Wrapper) localPieces(ctx context.Context, mh multihash.Multihash) ([]cid.Cid, error) {
-	return w.lookupPieces(ctx, mh, true)
-}
-
-// lookupPieces returns the pieces the top-level index names for mh, those
+// lookup returns the pieces the top-level index names for mh, those
 // already open first; with onlyLocal, only the pieces this node has
 // registered (a shared directory names other nodes' too).
-func (w *Wrapper) lookupPieces(ctx context.Context, mh multihash.Multihash, onlyLocal bool) ([]cid.Cid, error) {
+func (b *allPieces) lookup(ctx context.Context, mh multihash.Multihash, onlyLocal bool) ([]cid.Cid, error) {
+	w := b.w
 	keys, err := w.st.top.GetShardsForMultihash(ctx, mh)
 	if err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return nil, err
@@ -112,7 +107,7 @@ func (b *allPieces) each(ctx context.Context, c cid.Cid, read func(shard.Key, Cl
 			failed = append(failed, hintErr)
 		}
 	}
-	pieces, err := b.w.localPieces(ctx, c.Hash())
+	pieces, err := b.lookup(ctx, c.Hash(), true)
 	if err != nil {
 		return fmt.Errorf("block %s: look up pieces: %w", c, err)
 	}
@@ -207,7 +202,7 @@ func (b *allPieces) Has(ctx context.Context, c cid.Cid) (bool, error) {
 		return false, fmt.Errorf("block %s: %w", c, err)
 	}
 	defer done()
-	pieces, err := b.w.localPieces(ctx, c.Hash())
+	pieces, err := b.lookup(ctx, c.Hash(), true)
 	if err != nil {
 		return false, fmt.Errorf("block %s: look up pieces: %w", c, err)
 	}

@@ -32,7 +32,17 @@ func (s *shards) wait(ctx context.Context, ch <-chan dagstore.ShardResult) (dags
 	select {
 	case res := <-ch:
 		if res.Error != nil {
-			s.sawFailure(res.Key)
+			// Close waits for the failure to be recorded (see failures).
+			s.fails.saw(res.Key, func() bool {
+				// GetShardInfo waits while the event loop works on the
+				// shard, and the loop persists a failure before it lets
+				// go of it. Only an acquire's failure can still be
+				// queued, and its shard is serving or available until
+				// the failure is processed; any other state says there
+				// is nothing to wait for.
+				info, err := s.info(res.Key)
+				return err != nil || (info.ShardState != dagstore.ShardStateServing && info.ShardState != dagstore.ShardStateAvailable)
+			})
 		}
 		return res, nil
 	case <-ctx.Done():

@@ -47,7 +47,16 @@ func (s *shards) destroy(ctx context.Context, key shard.Key) error {
 	info, err := s.info(key)
 	if err != nil {
 		if _, bad := s.bad.get(key); bad && errors.Is(err, dagstore.ErrShardUnknown) {
-			return s.destroyRecord(key)
+			// A record the dagstore could not restore: remove it, and
+			// what its shard left on disk.
+			if err := s.records.forget(s.ctx, key); err != nil {
+				return err
+			}
+			if err := s.files.purge(s.ctx, key); err != nil {
+				return err
+			}
+			s.bad.remove(key)
+			return nil
 		}
 		return err
 	}
@@ -72,17 +81,4 @@ func (s *shards) destroy(ctx context.Context, key shard.Key) error {
 	}
 	// The dagstore deleted only the shard's record; remove the rest.
 	return s.files.purge(s.ctx, key)
-}
-
-// destroyRecord removes a shard record the dagstore could not restore, and
-// what its shard left on disk. Callers hold the piece lock.
-func (s *shards) destroyRecord(key shard.Key) error {
-	if err := s.records.forget(s.ctx, key); err != nil {
-		return err
-	}
-	if err := s.files.purge(s.ctx, key); err != nil {
-		return err
-	}
-	s.bad.remove(key)
-	return nil
 }

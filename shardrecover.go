@@ -3,16 +3,16 @@ package dagwrap
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"github.com/filecoin-project/dagstore"
 	"github.com/filecoin-project/dagstore/shard"
 	"github.com/ipfs/go-cid"
 )
 
-// submitRecover queues the recovery of an errored shard (see
-// recoverShard); its result will arrive on ch, which must have room for it.
-func (s *shards) queueRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) error {
-	key := shard.KeyFromCID(pieceCid)
+// queueRecover queues the recovery of an errored shard (see
+// recoverHeld); its result will arrive on ch, which must have room for it.
+func (s *shards) queueRecover(key shard.Key, ch chan dagstore.ShardResult) error {
 	info, err := s.state(key)
 	if err != nil {
 		return err
@@ -23,7 +23,7 @@ func (s *shards) queueRecover(pieceCid cid.Cid, ch chan dagstore.ShardResult) er
 	return s.recoverHeld(key, ch)
 }
 
-// recoverShard queues the dagstore's recovery of k, held like an acquire
+// recoverHeld queues the dagstore's recovery of k, held like an acquire
 // until the receiver of results unholds it (the result may come before
 // RecoverShard returns).
 func (s *shards) recoverHeld(k shard.Key, results chan dagstore.ShardResult) error {
@@ -57,19 +57,6 @@ func (s *shards) unholdLate(ch <-chan dagstore.ShardResult, n int) {
 	}()
 }
 
-// sawFailure notes that a caller got k's failure (see failures).
-func (s *shards) sawFailure(k shard.Key) {
-	s.fails.saw(k, func() bool {
-		// GetShardInfo waits while the event loop works on k, and the
-		// loop persists a failure before it lets go of the shard. Only an
-		// acquire's failure can still be queued, and its shard is serving
-		// or available until the failure is processed; any other state
-		// says there is nothing to wait for.
-		info, err := s.info(k)
-		return err != nil || (info.ShardState != dagstore.ShardStateServing && info.ShardState != dagstore.ShardStateAvailable)
-	})
-}
-
 // awaitRecovery returns once no automatic recovery of k is due, queued or
 // running, and returns the shard's state then. A failure a caller saw
 // before the call is always waited for: the shard's info waits for the
@@ -100,4 +87,105 @@ func (s *shards) awaitRecovery(ctx context.Context, k shard.Key) (dagstore.Shard
 		return dagstore.ShardInfo{}, err
 	}
 	return s.state(k)
+}
+
+// recover recovers an errored shard and returns once it is available, or
+// the recovery's error. An automatic recovery (or an acquire) may be
+// running: it is waited for rather than refused, and counts if it recovered
+// the shard.
+func (s *shards) recover(ctx context.Context, key shard.Key) error {
+	if err := s.fails.waitKey(ctx, key); err != nil {
+		return err
+	}
+	before, _ := s.state(key)
+	if busy := s.pieces.held(key); busy || before.ShardState == dagstore.ShardStateErrored {
+		select {
+		case <-s.pieces.whenIdle(key):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.ctx.Done():
+			return ErrClosed
+		}
+		if now, err := s.state(key); err == nil && busy && now.ShardState == dagstore.ShardStateAvailable {
+			return nil
+		}
+	}
+	ch := make(chan dagstore.ShardResult, 1)
+	if err := s.queueRecover(key, ch); err != nil {
+		return err
+	}
+	res, err := s.wait(ctx, ch)
+	if err != nil {
+		s.unholdLate(ch, 1)
+		return err
+	}
+	s.pieces.unhold(res.Key)
+	if err := res.Error; err != nil {
+		// Refused because an automatic recovery started meanwhile: its
+		// outcome is this call's.
+		if now, serr := s.state(key); serr == nil && now.ShardState != dagstore.ShardStateErrored {
+			select {
+			case <-s.pieces.whenIdle(key):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if now, serr = s.state(key); serr == nil && (now.ShardState == dagstore.ShardStateAvailable || now.ShardState == dagstore.ShardStateServing) {
+				return nil
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// recoverAll recovers every errored shard (the unrestorable records fail)
+// and waits for the outcomes; if ctx ends first, it returns its error and
+// how many recoveries are still running.
+func (s *shards) recoverAll(ctx context.Context) (res RecoverAllResult, running int, err error) {
+	res.Failed = map[cid.Cid]error{}
+	var errored []cid.Cid
+	for k, info := range s.all() {
+		if info.ShardState != dagstore.ShardStateErrored {
+			continue
+		}
+		if c, err := cid.Decode(k.String()); err == nil {
+			errored = append(errored, c)
+		}
+	}
+	for k, bad := range s.bad.all() {
+		if c, err := cid.Decode(k.String()); err == nil {
+			res.Failed[c] = bad
+		}
+	}
+	sort.Slice(errored, func(i, j int) bool { return errored[i].String() < errored[j].String() })
+
+	// One buffered channel for every result: the dagstore never waits on
+	// it, even after this call has given up.
+	ch := make(chan dagstore.ShardResult, len(errored))
+	pending := 0
+	for _, pc := range errored {
+		if err := s.queueRecover(shard.KeyFromCID(pc), ch); err != nil {
+			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, err)
+			continue
+		}
+		pending++
+	}
+	for ; pending > 0; pending-- {
+		r, err := s.wait(ctx, ch)
+		if err != nil {
+			s.unholdLate(ch, pending)
+			return res, pending, err
+		}
+		s.pieces.unhold(r.Key)
+		pc, err := cid.Decode(r.Key.String())
+		if err != nil {
+			continue
+		}
+		if r.Error != nil {
+			res.Failed[pc] = fmt.Errorf("piece %s: %w", pc, r.Error)
+		} else {
+			res.Recovered = append(res.Recovered, pc)
+		}
+	}
+	return res, 0, nil
 }

@@ -50,7 +50,7 @@
 //   - A failed shard is never retried: the recovery loop gives each failure
 //     one automatic recovery (background.go): TestFailedShardIsRecoveredAutomatically,
 //     TestManualRecoveryRearmsAutomaticRecovery.
-//   - A dagstore whose Start failed cannot be started again (renew):
+//   - A dagstore whose Start failed cannot be started again (start):
 //     TestFailedDagstoreStartCanBeRetried.
 
 package dagwrap
@@ -94,7 +94,7 @@ type shards struct {
 	// is when the trace and failure channels may stop being drained.
 	dagstClosed chan struct{}
 	wg          sync.WaitGroup
-	// drains says the loops run (see startDrains); dagstSpent that
+	// drains says the loops run (see start); dagstSpent that
 	// dagst.Start was called. Only start uses them.
 	drains, dagstSpent bool
 
@@ -139,14 +139,39 @@ func openShards(s *shards, cfg Config, st *stores, mnt *pieceMount) error {
 	return nil
 }
 
-// start starts the loops (once) and the dagstore; a dagstore whose Start
-// was called before is replaced by a fresh one first (see renew).
+// start starts the dagstore, and first (once per Wrapper) the goroutines
+// that drain its trace and failure channels and queue recoveries. They must
+// run before the dagstore starts (restoring queues work whose events would
+// otherwise block its event loop, and Start with it). They idle until a
+// dagstore runs, so after a failed Start they serve the next attempt's
+// dagstore (it is given the same channels); close stops them.
+//
+// The dagstore (v0.7.0) fails its Start only when reading the records
+// fails, before it restores or runs anything, but its Start is not meant to
+// be called twice: a retry gets a fresh instance from the same
+// configuration, independent of what the failed one left.
 func (s *shards) start(ctx context.Context) error {
-	s.startDrains()
+	if !s.drains {
+		s.drains = true
+		s.wg.Add(4)
+		go func() {
+			defer s.wg.Done()
+			s.records.commitGroups(s.dagstClosed) // commits what is queued, then ends
+		}()
+		recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
+		available := make(chan shard.Key, 128)
+		b := background{s}
+		go b.trace(available)
+		go b.recoverFailures(recoverCh, recovered, available)
+		go b.recoverWorker(recoverCh, recovered)
+	}
 	if s.dagstSpent {
-		if err := s.renew(); err != nil {
-			return err
+		_ = s.dagst.Close() // cancels its context; none of its goroutines run
+		d, err := dagstore.NewDAGStore(s.dagstCfg)
+		if err != nil {
+			return fmt.Errorf("dagwrap: create dagstore: %w", err)
 		}
+		s.dagst = d
 	}
 	s.dagstSpent = true
 	if err := s.dagst.Start(ctx); err != nil {
@@ -236,43 +261,4 @@ func (s *shards) known(k shard.Key) bool {
 	}
 	_, bad := s.bad.get(k)
 	return bad
-}
-
-// renew replaces a dagstore whose Start was called by a fresh one,
-// for the next Start attempt. The dagstore (v0.7.0) fails its Start only
-// when reading the records fails, before it restores or runs anything, but
-// its Start is not meant to be called twice: a fresh instance from the same
-// configuration makes the retry independent of what the failed one left.
-func (s *shards) renew() error {
-	_ = s.dagst.Close() // cancels its context; none of its goroutines run
-	d, err := dagstore.NewDAGStore(s.dagstCfg)
-	if err != nil {
-		return fmt.Errorf("dagwrap: create dagstore: %w", err)
-	}
-	s.dagst = d
-	return nil
-}
-
-// startDrains starts, once per Wrapper, the goroutines that drain the
-// dagstore's trace and failure channels and queue recoveries. They must run
-// before the dagstore starts (restoring queues work whose events would
-// otherwise block its event loop, and Start with it). They idle until a
-// dagstore runs, so after a failed Start they serve the next attempt's
-// dagstore (it is given the same channels); Close stops them.
-func (s *shards) startDrains() {
-	if s.drains {
-		return
-	}
-	s.drains = true
-	s.wg.Add(4)
-	go func() {
-		defer s.wg.Done()
-		s.records.commitGroups(s.dagstClosed) // commits what is queued, then ends
-	}()
-	recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
-	available := make(chan shard.Key, 128)
-	b := background{s}
-	go b.trace(available)
-	go b.recoverFailures(recoverCh, recovered, available)
-	go b.recoverWorker(recoverCh, recovered)
 }

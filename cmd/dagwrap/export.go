@@ -8,22 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/spf13/cobra"
-
-	"github.com/spstack/dagwrap/internal/fsutil"
-)
-
-// An export is written to a temporary file named exportTempPrefix + random
-// + exportTempSuffix in the output's folder, then renamed. Its writer holds
-// an flock on it, so the next export to that folder can tell the leftover
-// of a killed export (unlocked) from one being written, and removes it.
-const (
-	exportTempPrefix = ".dagwrap-export-"
-	exportTempSuffix = ".tmp"
 )
 
 func (a *app) exportCmd() *cobra.Command {
@@ -217,58 +205,4 @@ func (r *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return r.r.Read(p)
-}
-
-// createExportTemp creates a locked temporary file for an export in dir.
-// A leftover remover may have locked and deleted the file between its
-// creation and this lock; then another is made.
-func createExportTemp(dir string) (*fsutil.File, error) {
-	for attempt := 0; ; attempt++ {
-		f, err := fsutil.Create(dir, exportTempPrefix+"*"+exportTempSuffix)
-		if err != nil {
-			return nil, err
-		}
-		if tryLock(f.File) && stillAt(f.File) {
-			return f, nil
-		}
-		_ = f.Close() // the remover that took it deletes it
-		if attempt == 2 {
-			return nil, fmt.Errorf("temporary file %s: cannot lock it", f.Name())
-		}
-	}
-}
-
-// stillAt reports whether f's path still names f.
-func stillAt(f *os.File) bool {
-	a, err1 := f.Stat()
-	b, err2 := os.Stat(f.Name())
-	return err1 == nil && err2 == nil && os.SameFile(a, b)
-}
-
-// removeStaleExportTemps deletes the temporary files of killed exports in
-// dir: those no export holds locked. It is best effort: a file it cannot
-// remove is only left behind.
-func removeStaleExportTemps(dir string) {
-	if !canLockTemps {
-		return
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		name := e.Name()
-		if !e.Type().IsRegular() || !strings.HasPrefix(name, exportTempPrefix) || !strings.HasSuffix(name, exportTempSuffix) {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			continue
-		}
-		if tryLock(f) && stillAt(f) {
-			_ = os.Remove(path)
-		}
-		_ = f.Close()
-	}
 }

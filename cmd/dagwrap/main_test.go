@@ -743,17 +743,36 @@ func TestExportRemovesStaleTempFiles(t *testing.T) {
 	if err := os.WriteFile(stale, make([]byte, 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A killed export's lock file, with and without its temporary file.
+	staleLock := filepath.Join(out, exportTempPrefix+"456"+exportTempSuffix+exportLockSuffix)
+	for _, p := range []string{stale + exportLockSuffix, staleLock} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	busy, err := createExportTemp(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer busy.Close()
+	defer busy.Abort()
 	ok(t, root, "export", pc, "-o", filepath.Join(out, "a.car"))
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the temp file of a killed export is still there: %v", err)
+	for _, p := range []string{stale, stale + exportLockSuffix, staleLock} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s of a killed export is still there: %v", p, err)
+		}
 	}
-	if _, err := os.Stat(busy.Name()); err != nil {
-		t.Fatalf("the temp file of an export still running was removed: %v", err)
+	for _, p := range []string{busy.Name(), busy.Name() + exportLockSuffix} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s of an export still running was removed: %v", p, err)
+		}
+	}
+	// The finished export left neither its temporary file nor its lock.
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 3 {
+		t.Fatalf("output folder holds %d files, want a.car and the running export's two: %v", len(ents), ents)
 	}
 }
 

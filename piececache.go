@@ -24,7 +24,7 @@ const (
 // piece share one acquire. A piece in use is never closed under its users:
 // an evicted one (destroy, GC, the bound) closes on its last release.
 //
-// Lock order: the piece lock (pieceLocks.lock), then mu. mu is never held
+// Lock order (see shards.go): the piece lock, then mu. mu is never held
 // while loading or closing a piece, which take piece locks and talk to the
 // dagstore.
 type pieceCache struct {

@@ -103,7 +103,8 @@ func (w *Wrapper) InitAllShards(ctx context.Context, opts ...InitAllOption) (Ini
 	defer done()
 
 	var pieces []cid.Cid
-	for k, info := range w.shards.all() {
+	infos, _ := w.shards.all()
+	for k, info := range infos {
 		if info.ShardState != dagstore.ShardStateNew {
 			continue
 		}

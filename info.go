@@ -43,7 +43,7 @@ func (w *Wrapper) IndexStats(pieceCid cid.Cid) (IndexStats, error) {
 	if !st.Exists {
 		return IndexStats{}, nil
 	}
-	idx, err := w.shards.dagst.GetIterableIndex(key)
+	idx, err := w.shards.index(key)
 	if err != nil {
 		return IndexStats{}, fmt.Errorf("index stats of piece %s: %w", pieceCid, err)
 	}

@@ -36,9 +36,6 @@ func (w *Wrapper) Start(ctx context.Context) error {
 		if err := w.api.Start(ctx); err != nil {
 			return fmt.Errorf("dagwrap: start miner API: %w", err)
 		}
-		if err := w.shards.records.prepare(ctx, &w.shards.bad, w.log); err != nil {
-			return fmt.Errorf("dagwrap: %w", err)
-		}
 		if w.st.indexDB != nil {
 			if err := w.st.indexDB.Ensure(ctx); err != nil {
 				return fmt.Errorf("dagwrap: %w", err)

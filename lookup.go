@@ -57,7 +57,7 @@ func (w *Wrapper) GetIterableIndexForPiece(pieceCid cid.Cid) (carindex.IterableI
 	if _, err := w.shards.info(key); err != nil {
 		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
 	}
-	idx, err := w.shards.dagst.GetIterableIndex(key)
+	idx, err := w.shards.index(key)
 	if err != nil {
 		return nil, fmt.Errorf("index of piece %s: %w", pieceCid, err)
 	}
@@ -78,7 +78,7 @@ func (w *Wrapper) ShardInfo(pieceCid cid.Cid) (ShardInfo, error) {
 	key := shard.KeyFromCID(pieceCid)
 	info, err := w.shards.info(key)
 	if err != nil {
-		if bad, ok := w.shards.bad.get(key); ok {
+		if bad, ok := w.shards.unrestorable(key); ok {
 			return ShardInfo{PieceCID: pieceCid, State: dagstore.ShardStateErrored, Error: bad}, nil
 		}
 		return ShardInfo{}, fmt.Errorf("shard info of piece %s: %w", pieceCid, err)
@@ -102,8 +102,7 @@ func (w *Wrapper) ListShards() ([]ShardInfo, error) {
 		return nil, fmt.Errorf("list shards: %w", err)
 	}
 	defer done()
-	all := w.shards.all()
-	bad := w.shards.bad.all()
+	all, bad := w.shards.all()
 	// Sorted by key, the piece CID's string: encoding CIDs in the
 	// comparisons took most of the time at 10^6 shards.
 	type listed struct {

@@ -309,7 +309,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range stateLabels {
 		byState[l] = 0
 	}
-	infos := w.shards.all()
+	infos, bad := w.shards.all()
 	for _, info := range infos {
 		l, ok := stateLabels[info.ShardState]
 		if !ok {
@@ -317,7 +317,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		byState[l]++
 	}
-	for k := range w.shards.bad.all() {
+	for k := range bad {
 		if _, known := infos[k]; !known {
 			byState[stateLabels[dagstore.ShardStateErrored]]++
 		}

@@ -44,7 +44,7 @@ func (w *Wrapper) Segments(ctx context.Context, pieceCid cid.Cid) ([]Segment, er
 	defer done()
 	key := shard.KeyFromCID(pieceCid)
 	if _, err := w.shards.info(key); err != nil {
-		if _, bad := w.shards.bad.get(key); !bad {
+		if _, bad := w.shards.unrestorable(key); !bad {
 			return nil, fmt.Errorf("segments of piece %s: %w", pieceCid, err)
 		}
 	}

@@ -144,7 +144,8 @@ func (s *shards) recover(ctx context.Context, key shard.Key) error {
 func (s *shards) recoverAll(ctx context.Context) (res RecoverAllResult, running int, err error) {
 	res.Failed = map[cid.Cid]error{}
 	var errored []cid.Cid
-	for k, info := range s.all() {
+	infos, bad := s.all()
+	for k, info := range infos {
 		if info.ShardState != dagstore.ShardStateErrored {
 			continue
 		}
@@ -152,9 +153,9 @@ func (s *shards) recoverAll(ctx context.Context) (res RecoverAllResult, running 
 			errored = append(errored, c)
 		}
 	}
-	for k, bad := range s.bad.all() {
+	for k, why := range bad {
 		if c, err := cid.Decode(k.String()); err == nil {
-			res.Failed[c] = bad
+			res.Failed[c] = why
 		}
 	}
 	sort.Slice(errored, func(i, j int) bool { return errored[i].String() < errored[j].String() })

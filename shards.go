@@ -64,6 +64,7 @@ import (
 	"github.com/filecoin-project/dagstore/mount"
 	"github.com/filecoin-project/dagstore/shard"
 	logging "github.com/ipfs/go-log/v2"
+	carindex "github.com/ipld/go-car/v2/index"
 )
 
 // shards owns the dagstore and dagwrap's per-shard state (see above). Its
@@ -107,9 +108,10 @@ type shards struct {
 }
 
 // openShards makes the owner of a dagstore reading pieces through mnt (the
-// lotus mount's template) and keeping its records in records.
+// lotus mount's template) and keeping its records in st's datastore.
 func openShards(s *shards, cfg Config, st *stores, mnt *pieceMount) error {
 	s.dagstClosed = make(chan struct{})
+	s.records = newShardRecords(st.store, s.gate)
 	s.records.bad = &s.bad
 	registry := mount.NewRegistry()
 	if err := registry.Register(MountScheme, mnt); err != nil {
@@ -139,7 +141,8 @@ func openShards(s *shards, cfg Config, st *stores, mnt *pieceMount) error {
 	return nil
 }
 
-// start starts the dagstore, and first (once per Wrapper) the goroutines
+// start checks the shard records (see prepare), then starts the dagstore,
+// and before it (once per Wrapper) the goroutines
 // that drain its trace and failure channels and queue recoveries. They must
 // run before the dagstore starts (restoring queues work whose events would
 // otherwise block its event loop, and Start with it). They idle until a
@@ -151,6 +154,9 @@ func openShards(s *shards, cfg Config, st *stores, mnt *pieceMount) error {
 // be called twice: a retry gets a fresh instance from the same
 // configuration, independent of what the failed one left.
 func (s *shards) start(ctx context.Context) error {
+	if err := s.records.prepare(ctx, &s.bad, s.log); err != nil {
+		return fmt.Errorf("dagwrap: %w", err)
+	}
 	if !s.drains {
 		s.drains = true
 		s.wg.Add(4)
@@ -214,11 +220,23 @@ func (s *shards) info(k shard.Key) (dagstore.ShardInfo, error) {
 	return s.dagst.GetShardInfo(k)
 }
 
-// all is dagstore.AllShardsInfo, safe against concurrent destroys.
-func (s *shards) all() dagstore.AllShardsInfo {
+// all is dagstore.AllShardsInfo, safe against concurrent destroys, and the
+// records that could not be restored, with why.
+func (s *shards) all() (dagstore.AllShardsInfo, map[shard.Key]error) {
 	s.infoMu.RLock()
-	defer s.infoMu.RUnlock()
-	return s.dagst.AllShardsInfo()
+	infos := s.dagst.AllShardsInfo()
+	s.infoMu.RUnlock()
+	return infos, s.bad.all()
+}
+
+// unrestorable returns why the shard's record could not be restored, if it
+// could not.
+func (s *shards) unrestorable(key shard.Key) (error, bool) { return s.bad.get(key) }
+
+// index returns the shard's index, read from the index repo. The shard must
+// have been initialised.
+func (s *shards) index(key shard.Key) (carindex.IterableIndex, error) {
+	return s.dagst.GetIterableIndex(key)
 }
 
 // dagstoreDestroy asks the dagstore to destroy the shard and waits for the

@@ -182,7 +182,6 @@ func (w *Wrapper) open(api MinerAPI, o options) (err error) {
 	if err := w.st.open(w.ctx, w.cfg, o, w.m); err != nil {
 		return err
 	}
-	w.shards.records = newShardRecords(w.st.store, w.gate)
 	w.transients = newTransients(resolveLink(filepath.Join(root, transientsDir)), w.gate, w.cfg.MaxConcurrentReadyFetches)
 	w.segs = &segmentStore{store: w.st.store, gate: w.gate}
 	w.shards.files = &pieceFiles{irepo: w.st.irepo, top: w.st.top, oversized: filepath.Join(root, oversizedDir),

@@ -169,7 +169,7 @@ func TestInitAllShardsBoundsConcurrencyAndSkipsSealed(t *testing.T) {
 		out <- outcome{res, err}
 	}()
 	// Both workers are parked in a fetch: the overlap is real.
-	waitFor(t, "two fetches in flight", func() bool { return api.fetches.Load() >= concurrency })
+	await(t, "two fetches in flight", api.fetched.reached(concurrency))
 	close(api.gate)
 	o := <-out
 
@@ -253,7 +253,7 @@ func TestInitAllShardsStopsWithContext(t *testing.T) {
 		res, err = w.InitAllShards(ctx, InitConcurrency(1))
 		out <- err
 	}()
-	waitFor(t, "a fetch in flight", func() bool { return api.fetches.Load() >= 1 })
+	await(t, "a fetch in flight", api.fetched.reached(1))
 	cancel()
 	err := <-out
 	if !errors.Is(err, context.Canceled) {

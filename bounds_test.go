@@ -18,7 +18,6 @@ import (
 
 const boundLoads = 100
 
-func (g *gauge) current() int { g.mu.Lock(); defer g.mu.Unlock(); return g.cur }
 
 // loadAll starts boundLoads loads spread over the pieces and returns a
 // func that waits for them and fails the test on any error.
@@ -62,7 +61,7 @@ func TestStorageCallsBounded(t *testing.T) {
 	w := openWrapper(t, t.TempDir(), api, Config{MaxConcurrencyStorageCalls: limit, MaxConcurrentIndex: 2, MaxConcurrentUnseals: 2})
 	registerLazily(t, w, pieces)
 	wait := loadAll(t, w, pieces)
-	waitFor(t, fmt.Sprintf("%d calls inside the API", limit), func() bool { return api.calls.current() >= limit })
+	await(t, fmt.Sprintf("%d calls inside the API", limit), api.calls.reached(limit))
 	close(api.gate)
 	wait()
 	if peak := api.calls.peak(); peak != limit {
@@ -81,7 +80,7 @@ func TestUnsealsBounded(t *testing.T) {
 	w := openWrapper(t, t.TempDir(), api, Config{MaxConcurrencyStorageCalls: 50, MaxConcurrentIndex: 2, MaxConcurrentUnseals: limit})
 	registerLazily(t, w, pieces)
 	wait := loadAll(t, w, pieces)
-	waitFor(t, fmt.Sprintf("%d unseals inside the API", limit), func() bool { return api.unseals.current() >= limit })
+	await(t, fmt.Sprintf("%d unseals inside the API", limit), api.unseals.reached(limit))
 	close(api.gate)
 	wait()
 	if peak := api.unseals.peak(); peak != limit {
@@ -105,7 +104,7 @@ func TestIndexingBounded(t *testing.T) {
 	w := openWrapper(t, t.TempDir(), api, Config{MaxConcurrencyStorageCalls: 50, MaxConcurrentIndex: limit, MaxConcurrentUnseals: 2})
 	registerLazily(t, w, pieces)
 	wait := loadAll(t, w, pieces)
-	waitFor(t, fmt.Sprintf("%d pieces being indexed", limit), func() bool { return readers.current() >= limit })
+	await(t, fmt.Sprintf("%d pieces being indexed", limit), readers.reached(limit))
 	peak := readers.peak()
 	counting.Store(false) // from here loads read blocks too
 	close(gate)

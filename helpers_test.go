@@ -35,6 +35,7 @@ type fakeAPI struct {
 	calls    gauge // every call in flight
 	unseals  gauge // fetches of sealed pieces in flight
 	fetches  atomic.Int32
+	fetched  events // the same count, to wait on
 	gate     chan struct{} // when set, fetches wait for it to close (or ctx)
 	fetchErr error
 	failNext atomic.Int32 // this many fetches fail before fetches work again
@@ -53,9 +54,12 @@ func (a *fakeAPI) hook(ctx context.Context, method string, pc cid.Cid) error {
 	return a.onCall(ctx, method, pc)
 }
 
+// gauge counts calls in flight; a test waits for a level with reached
+// instead of polling it.
 type gauge struct {
 	mu       sync.Mutex
 	cur, max int
+	waits    levelWaits
 }
 
 func (g *gauge) enter() func() {
@@ -64,8 +68,81 @@ func (g *gauge) enter() func() {
 	if g.cur > g.max {
 		g.max = g.cur
 	}
+	g.waits.at(g.cur)
 	g.mu.Unlock()
 	return func() { g.mu.Lock(); g.cur--; g.mu.Unlock() }
+}
+
+// reached returns a channel closed once n calls are in flight at once.
+func (g *gauge) reached(n int) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waits.add(n, g.cur)
+}
+
+// events counts things that happened (fetches); a test waits for a count
+// with reached instead of polling it.
+type events struct {
+	mu    sync.Mutex
+	n     int
+	waits levelWaits
+}
+
+func (e *events) add() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.n++
+	e.waits.at(e.n)
+}
+
+// reached returns a channel closed once n events have happened.
+func (e *events) reached(n int) <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.waits.add(n, e.n)
+}
+
+// levelWaits are channels to close when a level is reached; its owner's
+// mutex guards it.
+type levelWaits []struct {
+	level int
+	ch    chan struct{}
+}
+
+func (w *levelWaits) add(level, now int) <-chan struct{} {
+	ch := make(chan struct{})
+	if now >= level {
+		close(ch)
+		return ch
+	}
+	*w = append(*w, struct {
+		level int
+		ch    chan struct{}
+	}{level, ch})
+	return ch
+}
+
+func (w *levelWaits) at(now int) {
+	kept := (*w)[:0]
+	for _, x := range *w {
+		if now >= x.level {
+			close(x.ch)
+		} else {
+			kept = append(kept, x)
+		}
+	}
+	*w = kept
+}
+
+// await waits for ch, failing the test after a generous deadline (a safety
+// net: ch is the event itself).
+func await(t testing.TB, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
 }
 
 func (g *gauge) peak() int { g.mu.Lock(); defer g.mu.Unlock(); return g.max }
@@ -129,6 +206,7 @@ func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Rea
 		defer a.unseals.enter()()
 	}
 	a.fetches.Add(1)
+	a.fetched.add()
 	if err := a.hook(ctx, "FetchUnsealedPiece", pc); err != nil {
 		return nil, err
 	}

@@ -264,7 +264,7 @@ func TestThrottlesBoundMinerAPICalls(t *testing.T) {
 		}(p)
 	}
 	// Fetches park on the gate: the storage throttle must hold them at 2.
-	waitFor(t, "two fetches in flight", func() bool { return api.calls.peak() >= 2 })
+	await(t, "two fetches in flight", api.calls.reached(2))
 	close(api.gate)
 	for range pieces {
 		if err := <-errs; err != nil {

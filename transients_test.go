@@ -268,7 +268,7 @@ func TestConcurrentLoadsShareOneCopy(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, "the copy's fetch", func() bool { return api.fetches.Load() == 2 })
+	await(t, "the copy's fetch", api.fetched.reached(2))
 	close(api.gate)
 	wg.Wait()
 	close(errs)

@@ -2,7 +2,8 @@
 # Sourced by test.sh: starts a throwaway PostgreSQL server for the tests and
 # exports DAGWRAP_TEST_PG (its DSN). The server listens on loopback and on a
 # Unix socket in a temporary folder; pg_stop (trapped on EXIT by test.sh)
-# stops it and removes the folder.
+# stops it and removes the folder. DAGWRAP_PG_OPTS adds server settings
+# (postgres -c options; bench.sh sizes the server for its 20M-entry case).
 
 pg_bindir() {
   local d
@@ -55,7 +56,7 @@ pg_start() {
     port=$(pg_free_port)
     # fsync stays on: the tests check that what was reported done survives.
     if as_postgres "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TMP -c max_connections=300 -c shared_buffers=128MB" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TMP -c max_connections=300 -c shared_buffers=128MB ${DAGWRAP_PG_OPTS:-}" \
       start >/dev/null; then
       export DAGWRAP_TEST_PG="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
       export DAGWRAP_TEST_PG_BIN="$PG_BIN" # for tests that restart a server of their own

@@ -18,7 +18,6 @@ import (
 
 const boundLoads = 100
 
-
 // loadAll starts boundLoads loads spread over the pieces and returns a
 // func that waits for them and fails the test on any error.
 func loadAll(t *testing.T, w *Wrapper, pieces []testPiece) func() {

@@ -35,7 +35,7 @@ type fakeAPI struct {
 	calls    gauge // every call in flight
 	unseals  gauge // fetches of sealed pieces in flight
 	fetches  atomic.Int32
-	fetched  events // the same count, to wait on
+	fetched  events        // the same count, to wait on
 	gate     chan struct{} // when set, fetches wait for it to close (or ctx)
 	fetchErr error
 	failNext atomic.Int32 // this many fetches fail before fetches work again

@@ -11,7 +11,7 @@ import (
 
 // background runs the owner's goroutines beside the dagstore's event loop:
 // the trace drain, the automatic recovery of failed shards and the
-// scheduled GC. Each is started by the owner (startDrains, spawn) and ends
+// scheduled GC. Each is started by the owner (start, spawn) and ends
 // by the time its close returns.
 type background struct{ s *shards }
 

@@ -52,6 +52,16 @@
 //     TestManualRecoveryRearmsAutomaticRecovery.
 //   - A dagstore whose Start failed cannot be started again (start):
 //     TestFailedDagstoreStartCanBeRetried.
+//   - An acquire cancelled after its fetch drops the reader without closing
+//     it: acquires run under the Wrapper's context, and an accessor nobody
+//     waits for any more is closed (open, closeLate):
+//     TestCancelledLoadLeaksNothing.
+//   - The mount upgrader copies a sequential mount into transients it
+//     writes after Close: the mount declares random access and copies under
+//     the write gate itself (mount.go): TestMountAlwaysDeclaresRandomAccess.
+//   - A waiter's result and the failure notice leave through two
+//     dispatchers, in no order: AwaitRecovery fences the trace loop and
+//     counts failures traced and taken (background.go): TestAwaitRecovery.
 
 package dagwrap
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
+	"sync/atomic"
 
 	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/mount"
@@ -248,3 +250,19 @@ func (m *pieceMount) Deserialize(u *url.URL) error {
 }
 
 func (m *pieceMount) Close() error { return nil }
+
+// lastOversized caches oversizedFolder's last answer.
+var lastOversized atomic.Pointer[[2]string]
+
+// oversizedFolder is root's folder of oversized-block lists, as one string
+// shared by the mounts of a root: each mount holds the path, and the 100k
+// mounts of a migration held 100k copies of it (6 MB of live heap, twice
+// that of peak).
+func oversizedFolder(root string) string {
+	if p := lastOversized.Load(); p != nil && p[0] == root {
+		return p[1]
+	}
+	p := &[2]string{root, filepath.Join(root, oversizedDir)}
+	lastOversized.Store(p)
+	return p[1]
+}

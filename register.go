@@ -160,5 +160,5 @@ func checkCARPath(carPath string) (string, error) {
 
 // newMount returns the mount of a piece, read through the MinerAPI.
 func (w *Wrapper) newMount(pieceCid cid.Cid) *pieceMount {
-	return &pieceMount{API: w.api, Transients: w.transients, PieceCid: pieceCid, Indexes: w.irepo, IndexThrottle: w.indexThrottle, Oversized: filepath.Join(w.cfg.RootDir, oversizedDir), Segments: w.segmentStore()}
+	return &pieceMount{API: w.api, Transients: w.transients, PieceCid: pieceCid, Indexes: w.irepo, IndexThrottle: w.indexThrottle, Oversized: oversizedFolder(w.cfg.RootDir), Segments: w.segmentStore()}
 }

@@ -46,8 +46,12 @@ func indexFile(t *testing.T, path string) (*pieceIndex, carindex.IterableIndex) 
 		t.Fatalf("%s: %v", path, err)
 	}
 	var buf bytes.Buffer
-	if _, err := px.WriteTo(&buf); err != nil {
+	n, err := px.WriteTo(&buf)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if n != int64(px.encodedSize()) || n != int64(buf.Len()) {
+		t.Fatalf("%s: WriteTo wrote %d bytes (returned %d), encodedSize says %d", path, buf.Len(), n, px.encodedSize())
 	}
 	idx, err := carindex.ReadFrom(&buf)
 	if err != nil {

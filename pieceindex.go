@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
@@ -236,7 +235,7 @@ func (px *pieceIndex) add(c cid.Cid, offset int64) error {
 // sort orders each bucket by digest, then offset.
 func (px *pieceIndex) sort() {
 	for k, b := range px.buckets {
-		sort.Sort(fixedEntries{b: b, w: int(k.width), tmp: make([]byte, k.width)})
+		sortEntries(fixedEntries{b: b, w: int(k.width), tmp: make([]byte, k.width)})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 
 	"github.com/ipfs/go-cid"
@@ -155,16 +156,17 @@ const (
 	headerRead = 4 << 10
 )
 
-// pieceSource feeds the indexer's buffer. On a reader with ReadAt (every
-// random-access mount) it reads at its own offset, so passing over a block
-// costs no system call; otherwise it reads r and seeks over blocks if r can
-// seek. After a skipped block one read brings in only headerRead bytes
-// (the next section's header, not its data), growing back to the whole
-// buffer over sections that are read: reading 64 KiB of every 256 KiB
-// block took more time than go-car's whole indexing.
+// pieceSource feeds the indexer's buffer. On a file it reads at its own
+// offset (pread), so passing over a block costs no system call; any other
+// reader is read in sequence, seeking over blocks if it can seek (a remote
+// piece reader may serve a stream, which ReadAt calls would break up).
+// After a skipped block one read brings in only headerRead bytes (the next
+// section's header, not its data), growing back to the whole buffer over
+// sections that are read: reading 64 KiB of every 256 KiB block took more
+// time than go-car's whole indexing.
 type pieceSource struct {
 	r    io.Reader
-	ra   io.ReaderAt // nil: read r in sequence
+	ra   io.ReaderAt // a file; nil: read r in sequence
 	seek io.Seeker   // nil: cannot skip
 	off  int64       // offset of the next byte read (r's position, from 0)
 	end  int64
@@ -173,7 +175,9 @@ type pieceSource struct {
 
 func newPieceSource(r io.Reader, size int64) *pieceSource {
 	s := &pieceSource{r: r, end: size, max: indexBufSize}
-	s.ra, _ = r.(io.ReaderAt)
+	if f, ok := r.(*os.File); ok {
+		s.ra = f
+	}
 	s.seek, _ = r.(io.Seeker)
 	return s
 }

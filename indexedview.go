@@ -33,6 +33,7 @@ var _ mount.Reader = (*indexedView)(nil)
 
 func newIndexedView(piece mount.Reader, px *pieceIndex) (*indexedView, error) {
 	var idx bytes.Buffer
+	idx.Grow(px.encodedSize())
 	if _, err := px.WriteTo(&idx); err != nil {
 		return nil, fmt.Errorf("write index: %w", err)
 	}

@@ -36,25 +36,8 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 	}
 
 	// One registration per piece; several deals may share one.
-	dealsOf := make(map[shard.Key][]Deal)
-	var order []cid.Cid
-	var failed []error
-	handedOff := 0
-	for _, d := range deals {
-		if !d.HandedOff {
-			continue
-		}
-		handedOff++
-		if !d.PieceCID.Defined() {
-			failed = append(failed, fmt.Errorf("deal %d: piece CID: %w", d.DealID, ErrUndefinedCID))
-			continue
-		}
-		k := shard.KeyFromCID(d.PieceCID)
-		if _, seen := dealsOf[k]; !seen {
-			order = append(order, d.PieceCID)
-		}
-		dealsOf[k] = append(dealsOf[k], d)
-	}
+	plan := planMigration(deals)
+	order, handedOff := plan.order, plan.handedOff
 	w.log.Infow("migrating deals to the dagstore", "deals", len(deals), "handed_off", handedOff, "pieces", len(order))
 	start := time.Now()
 
@@ -79,14 +62,14 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 			cut = q.cut
 			for _, e := range q.failed {
 				w.m.count(opRegister, e.err)
-				failed = append(failed, mig.failures(dealsOf[e.key], e.err)...)
+				plan.fail(e.key, e.err)
 			}
 		case r := <-results:
 			received++
 			<-slots
 			w.m.count(opRegister, r.Error)
 			if r.Error != nil {
-				failed = append(failed, mig.failures(dealsOf[r.Key], r.Error)...)
+				plan.fail(r.Key, r.Error)
 			}
 		case <-ctx.Done():
 			mig.drain(results, queued, expected, received)
@@ -96,6 +79,7 @@ func (w *Wrapper) MigrateDeals(ctx context.Context, deals []Deal) (bool, error) 
 			return false, fmt.Errorf("migrate deals: %w", ErrClosed)
 		}
 	}
+	failed := plan.failures(w.log)
 	if cut != nil {
 		return false, fmt.Errorf("migrate deals: %w", cut)
 	}
@@ -172,16 +156,6 @@ func (m migration) queueOne(pieceCid cid.Cid, results chan dagstore.ShardResult)
 		return fmt.Errorf("register piece %s: %w", pieceCid, err)
 	}
 	return nil
-}
-
-// failures logs and returns one error per deal of a failed piece.
-func (m migration) failures(deals []Deal, err error) []error {
-	out := make([]error, 0, len(deals))
-	for _, d := range deals {
-		m.log.Errorw("deal migration failed", "deal", d.DealID, "piece", d.PieceCID, "error", err)
-		out = append(out, fmt.Errorf("deal %d piece %s: %w", d.DealID, d.PieceCID, err))
-	}
-	return out
 }
 
 // drain keeps consuming registration results after MigrateDeals

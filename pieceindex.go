@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
-	"sort"
 
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
@@ -61,15 +61,13 @@ type skippedBlock struct {
 // indexes it the generic way.
 var errNotCARv1 = errors.New("not a CARv1")
 
-// indexPiece reads the CARv1 in r (up to size bytes; zero padding or the end
-// ends it) and returns its index. Identity CIDs are indexed, as the dagstore
+// indexPiece reads the CARv1 in r from its start (up to size bytes; zero
+// padding or the end ends it) and returns its index. Identity CIDs are indexed, as the dagstore
 // asks go-car to. A section cut short by the end of the piece is indexed as
 // go-car does: its reads fail later, naming the piece.
 func indexPiece(r io.Reader, size int64) (*pieceIndex, error) {
-	const bufSize = 64 << 10
-	lr := io.LimitReader(r, size)
-	br := bufio.NewReaderSize(lr, bufSize)
-	seeker, _ := r.(io.Seeker)
+	src := newPieceSource(r, size)
+	br := bufio.NewReaderSize(src, indexBufSize)
 	hlen, err := varint.ReadUvarint(br)
 	if err != nil {
 		return nil, fmt.Errorf("CAR header: %w", noEOF(err))
@@ -120,18 +118,17 @@ func indexPiece(r io.Reader, size int64) (*pieceIndex, error) {
 		} else if err := px.add(c, start); err != nil {
 			return nil, fmt.Errorf("section at offset %d: %w", start, err)
 		}
-		if seeker != nil && slen > bufSize && off+int64(slen) <= size {
-			// A big block: seek past its data rather than read it.
-			skip := int64(slen) - int64(br.Buffered())
-			if _, err := seeker.Seek(skip, io.SeekCurrent); err != nil {
+		if rest := int64(slen) - int64(br.Buffered()); rest >= skipAtLeast && off+int64(slen) <= size && src.canSkip() {
+			// A big block: pass over its data rather than read it.
+			if err := src.skip(rest); err != nil {
 				return nil, fmt.Errorf("section at offset %d: seek: %w", start, err)
 			}
+			br.Reset(src)
 			off += int64(slen)
-			lr = io.LimitReader(r, size-off)
-			br.Reset(lr)
 			px.dataEnd = off
 			continue
 		}
+		src.grow()
 		n, err := br.Discard(int(slen))
 		off += int64(n)
 		if err != nil {
@@ -145,6 +142,81 @@ func indexPiece(r io.Reader, size int64) (*pieceIndex, error) {
 	px.sort()
 	return px, nil
 }
+
+const (
+	// indexBufSize is the indexer's read buffer: one read brings in many
+	// sections of small blocks.
+	indexBufSize = 64 << 10
+	// skipAtLeast is the unread rest of a section past which the indexer
+	// seeks over it instead of reading it.
+	skipAtLeast = indexBufSize / 2
+	// headerRead is what one read brings in after a skipped block: the
+	// next section's length and CID (at most maxIndexedCID) with room to
+	// spare, not the next block's data.
+	headerRead = 4 << 10
+)
+
+// pieceSource feeds the indexer's buffer. On a file it reads at its own
+// offset (pread), so passing over a block costs no system call; any other
+// reader is read in sequence, seeking over blocks if it can seek (a remote
+// piece reader may serve a stream, which ReadAt calls would break up).
+// After a skipped block one read brings in only headerRead bytes (the next
+// section's header, not its data), growing back to the whole buffer over
+// sections that are read: reading 64 KiB of every 256 KiB block took more
+// time than go-car's whole indexing.
+type pieceSource struct {
+	r    io.Reader
+	ra   io.ReaderAt // a file; nil: read r in sequence
+	seek io.Seeker   // nil: cannot skip
+	off  int64       // offset of the next byte read (r's position, from 0)
+	end  int64
+	max  int // most bytes one read brings in
+}
+
+func newPieceSource(r io.Reader, size int64) *pieceSource {
+	s := &pieceSource{r: r, end: size, max: indexBufSize}
+	if f, ok := r.(*os.File); ok {
+		s.ra = f
+	}
+	s.seek, _ = r.(io.Seeker)
+	return s
+}
+
+func (s *pieceSource) Read(p []byte) (int, error) {
+	if s.off >= s.end {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), int64(s.max), s.end-s.off)]
+	var n int
+	var err error
+	if s.ra != nil {
+		if n, err = s.ra.ReadAt(p, s.off); n > 0 && errors.Is(err, io.EOF) {
+			err = nil // the next read says it
+		}
+	} else {
+		n, err = s.r.Read(p)
+	}
+	s.off += int64(n)
+	return n, err
+}
+
+func (s *pieceSource) canSkip() bool { return s.ra != nil || s.seek != nil }
+
+// skip passes over n bytes; the next read brings in only a header.
+func (s *pieceSource) skip(n int64) error {
+	if s.ra == nil {
+		if _, err := s.seek.Seek(n, io.SeekCurrent); err != nil {
+			return err
+		}
+	}
+	s.off += n
+	s.max = headerRead
+	return nil
+}
+
+// grow doubles what one read brings in, up to the buffer, as sections are
+// read rather than skipped.
+func (s *pieceSource) grow() { s.max = min(2*s.max, indexBufSize) }
 
 func (px *pieceIndex) add(c cid.Cid, offset int64) error {
 	mh := []byte(c.Hash())
@@ -167,7 +239,7 @@ func (px *pieceIndex) add(c cid.Cid, offset int64) error {
 // sort orders each bucket by digest, then offset.
 func (px *pieceIndex) sort() {
 	for k, b := range px.buckets {
-		sort.Sort(fixedEntries{b: b, w: int(k.width), tmp: make([]byte, k.width)})
+		sortEntries(fixedEntries{b: b, w: int(k.width), tmp: make([]byte, k.width)})
 	}
 }
 
@@ -196,6 +268,21 @@ func (f fixedEntries) Swap(i, j int) {
 	copy(f.tmp, a)
 	copy(a, b)
 	copy(b, f.tmp)
+}
+
+// encodedSize is the length of what WriteTo writes, so that a buffer for it
+// is allocated once (a piece of 55M blocks has a 2.2 GB index).
+func (px *pieceIndex) encodedSize() int {
+	n := varint.UvarintSize(uint64(multicodec.CarMultihashIndexSorted)) + 4
+	codes := make(map[uint64]bool)
+	for k, b := range px.buckets {
+		if !codes[k.code] {
+			codes[k.code] = true
+			n += 8 + 4
+		}
+		n += 4 + 8 + len(b)
+	}
+	return n
 }
 
 // WriteTo writes the index as a MultihashIndexSorted index file, codec

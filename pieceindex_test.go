@@ -16,6 +16,8 @@ import (
 	carindex "github.com/ipld/go-car/v2/index"
 	"github.com/multiformats/go-multihash"
 	"github.com/multiformats/go-varint"
+
+	"github.com/spstack/dagwrap/internal/cargen"
 )
 
 // sortedEntries is an index's (multihash, offset) pairs in a fixed order.
@@ -44,8 +46,12 @@ func indexFile(t *testing.T, path string) (*pieceIndex, carindex.IterableIndex) 
 		t.Fatalf("%s: %v", path, err)
 	}
 	var buf bytes.Buffer
-	if _, err := px.WriteTo(&buf); err != nil {
+	n, err := px.WriteTo(&buf)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if n != int64(px.encodedSize()) || n != int64(buf.Len()) {
+		t.Fatalf("%s: WriteTo wrote %d bytes (returned %d), encodedSize says %d", path, buf.Len(), n, px.encodedSize())
 	}
 	idx, err := carindex.ReadFrom(&buf)
 	if err != nil {
@@ -202,5 +208,69 @@ func TestIndexedViewCarriesTheIndex(t *testing.T) {
 	file, _ := os.ReadFile(path)
 	if !bytes.Equal(data, file[:px.dataEnd]) {
 		t.Fatal("the view's data section is not the piece's CAR")
+	}
+}
+
+// countingFile counts the bytes read from a file, by Read and by ReadAt.
+type countingFile struct {
+	*os.File
+	read int64
+}
+
+func (c *countingFile) Read(p []byte) (int, error) {
+	n, err := c.File.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+func (c *countingFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.File.ReadAt(p, off)
+	c.read += int64(n)
+	return n, err
+}
+
+// Pins issue 11 (case 1, pieces of big blocks): on a random-access reader
+// the indexer reads the sections' headers and passes over the blocks'
+// data; it read 64 KiB of every 256 KiB block, which made eager
+// registration of a 4 GiB piece 2.2x go-car's GenerateIndexFromFile. The
+// index stays the one go-car builds.
+func TestIndexPieceReadsHeadersNotDataOfBigBlocks(t *testing.T) {
+	p, err := cargen.Write(filepath.Join(t.TempDir(), "big.car"),
+		cargen.Spec{PieceSize: 32 << 20, BlockSize: 256 << 10, NodeEvery: 8, Seed: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cf := &countingFile{File: f}
+	px, err := indexPiece(cf, p.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit := p.CARSize / 25; cf.read > limit {
+		t.Fatalf("indexing read %d bytes of a CAR of %d bytes (%d blocks), want at most %d (4%%)",
+			cf.read, p.CARSize, p.Blocks, limit)
+	}
+	var buf bytes.Buffer
+	if _, err := px.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := carindex.ReadFrom(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := carv2.GenerateIndexFromFile(p.Path, carv2.ZeroLengthSectionAsEOF(true), carv2.StoreIdentityCIDs(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, g := sortedEntries(t, want.(carindex.IterableIndex)), sortedEntries(t, got.(carindex.IterableIndex))
+	if len(w) != p.Blocks || fmt.Sprint(w) != fmt.Sprint(g) {
+		t.Fatalf("%d entries, go-car has %d (%d blocks), or they differ", len(g), len(w), p.Blocks)
+	}
+	if px.dataEnd != p.CARSize {
+		t.Fatalf("data ends at %d, the CAR at %d", px.dataEnd, p.CARSize)
 	}
 }

@@ -413,6 +413,7 @@ func (b *bench) case4() ([]row, error) {
 	took := time.Since(start)
 	peakHeap := sampler.Stop()
 	peakRSS, rssErr := procStatusBytes("VmHWM")
+	writeHeapProfile(b.cfg.memProf, "after case 4's migration")
 	if err != nil || !ok {
 		return nil, fmt.Errorf("MigrateDeals: ok=%v err=%v", ok, err)
 	}

@@ -50,6 +50,10 @@ type config struct {
 	touchPieces           int
 	restartShards         int
 	indexDSN              string // case 13's database
+	cpuProf, memProf      string
+	records               int // case 15
+	recordsBlock          uint64
+	recordsFloor          bool
 }
 
 type bench struct {
@@ -86,10 +90,10 @@ func (f sizeFlag) Set(s string) error {
 }
 
 func parseFlags() config {
-	c := config{bigPiece: 4 << 30, smallPiece: 2 << 30, bigBlock: 256 << 10, smallBlock: 1 << 10}
+	c := config{bigPiece: 4 << 30, smallPiece: 2 << 30, bigBlock: 256 << 10, smallBlock: 1 << 10, recordsBlock: 64}
 	flag.StringVar(&c.dir, "dir", "", "folder for generated pieces and roots (default: a new temporary folder)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the generated files")
-	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12,13,14", "cases to run (6 comes with 1 and 2; 13 and 14 need -index-dsn)")
+	flag.StringVar(&c.cases, "cases", "1,2,3,4,5,6,7,8,9,10,11,12,13,14", "cases to run (6 comes with 1 and 2; 13 and 14 need -index-dsn; 15, a piece of -records blocks, only if asked)")
 	flag.Var(sizeFlag{&c.bigPiece}, "big-piece", "padded size of the piece of big blocks")
 	flag.Var(sizeFlag{&c.bigBlock}, "big-block", "raw block size of the big-block piece")
 	flag.Var(sizeFlag{&c.smallPiece}, "small-piece", "padded size of the piece of small blocks")
@@ -112,6 +116,11 @@ func parseFlags() config {
 	flag.IntVar(&c.touchPieces, "touch-pieces", 10_000, "pieces touched once each for case 10's memory row")
 	flag.IntVar(&c.restartShards, "restart-shards", 1_000_000, "lazily registered shards in case 12's restart")
 	flag.StringVar(&c.indexDSN, "index-dsn", os.Getenv("DAGWRAP_INDEX_DSN"), "postgres:// URL for case 13, the PostgreSQL piece directory (default $DAGWRAP_INDEX_DSN; none: skipped)")
+	flag.IntVar(&c.records, "records", 55_000_000, "blocks of the piece of case 15 (opt-in: -cases 15)")
+	flag.Var(sizeFlag{&c.recordsBlock}, "records-block", "raw block size of case 15's piece")
+	flag.BoolVar(&c.recordsFloor, "records-floor", true, "time go-car's GenerateIndexFromFile on case 15's piece too")
+	flag.StringVar(&c.cpuProf, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&c.memProf, "memprofile", "", "write a heap profile to this file right after case 4's migration (still open) or at the end of the run")
 	flag.Parse()
 	return c
 }
@@ -141,6 +150,11 @@ func run(cfg config, stdout io.Writer) error {
 	if !cfg.keep {
 		defer os.RemoveAll(work)
 	}
+	stopProfile, err := startCPUProfile(cfg.cpuProf)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	b := &bench{cfg: cfg, work: work, store: &testkit.Files{}}
 	machine := machineLine(work)
 	logf("%s", machine)
@@ -266,6 +280,14 @@ func run(cfg config, stdout io.Writer) error {
 		if err := add(b.case11()); err != nil {
 			return fmt.Errorf("case 11: %w", err)
 		}
+	}
+	if want["15"] {
+		if err := add(b.case15()); err != nil {
+			return fmt.Errorf("case 15: %w", err)
+		}
+	}
+	if !want["4"] {
+		writeHeapProfile(cfg.memProf, "at the end")
 	}
 	slices.SortStableFunc(rows, func(a, b row) int { // by case number
 		x, _ := strconv.Atoi(a.Case)

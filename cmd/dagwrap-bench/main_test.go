@@ -11,12 +11,13 @@ import (
 // is checked here.
 func TestRunSmallPrintsEveryCase(t *testing.T) {
 	cfg := config{
-		dir: t.TempDir(), cases: "1,2,3,4,5,6,7,8,10,11,12",
+		dir: t.TempDir(), cases: "1,2,3,4,5,6,7,8,10,11,12,15",
 		bigPiece: 1 << 20, bigBlock: 256 << 10, smallPiece: 256 << 10, smallBlock: 1 << 10, nodeEvery: 8,
 		reps: 1, seqReps: 1, fbReps: 1,
 		deals: 200, lookupPieces: 5, lookupBlocks: 100, lookups: 50,
 		tliPieces: 5, tliMHs: 100, tliShared: 0.1,
 		clients: 8, retrievalPieces: 5, retrievalRequests: 200, touchPieces: 70, restartShards: 200,
+		records: 5000, recordsBlock: 64, recordsFloor: true,
 	}
 	var out strings.Builder
 	if err := run(cfg, &out); err != nil {
@@ -38,7 +39,7 @@ func TestRunSmallPrintsEveryCase(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"1": 8, "2": 5, "3": 2, "4": 3, "5": 2, "6": 4, "7": 3, "8": 2, "10": 9, "11": 1, "12": 5}
+	want := map[string]int{"1": 8, "2": 5, "3": 2, "4": 3, "5": 2, "6": 4, "7": 3, "8": 2, "10": 9, "11": 1, "12": 5, "15": 4}
 	for c, n := range want {
 		if rows[c] != n {
 			t.Errorf("case %s: %d rows, want %d\n%s", c, rows[c], n, table)

@@ -60,6 +60,7 @@ type Piece struct {
 	Blocks    int       // blocks in the CAR, nodes included
 	DataBytes int64     // bytes of block data (excluding CIDs and lengths)
 	Root      cid.Cid   // the CAR's root, its first block
+	Last      cid.Cid   // the CAR's last block
 	CIDs      []cid.Cid // every block's CID in order, if Spec.RecordCIDs
 }
 
@@ -256,6 +257,7 @@ func (g *gen) section(c cid.Cid, data []byte) (bool, error) {
 	}
 	g.p.Blocks++
 	g.p.DataBytes += int64(len(data))
+	g.p.Last = c
 	if g.s.RecordCIDs {
 		g.p.CIDs = append(g.p.CIDs, c)
 	}

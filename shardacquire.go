@@ -112,8 +112,10 @@ func (s *shards) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagsto
 	}()
 }
 
-// initShard initialises one shard by acquiring it once: the dagstore fetches
-// and indexes a shard in state New on its first acquire.
+// initialize initialises one shard by acquiring it once (the dagstore
+// fetches and indexes a shard in state New on its first acquire), and
+// returns once lookups find its blocks: the top-level entries are written
+// after the shard is available (see RegisterShardSync).
 func (s *shards) initialize(ctx context.Context, pieceCid cid.Cid) error {
 	key := shard.KeyFromCID(pieceCid)
 	info, err := s.state(key)
@@ -122,7 +124,7 @@ func (s *shards) initialize(ctx context.Context, pieceCid cid.Cid) error {
 	}
 	switch info.ShardState {
 	case dagstore.ShardStateAvailable, dagstore.ShardStateServing:
-		return nil
+		return waitSearchable(ctx, s.ctx, s.files.top, key)
 	case dagstore.ShardStateErrored:
 		return fmt.Errorf("%w: recover it instead: %v", ErrShardErrored, info.Error)
 	}
@@ -138,7 +140,10 @@ func (s *shards) initialize(ctx context.Context, pieceCid cid.Cid) error {
 	}
 	closeAccessor(s.log, res) // before the hold ends: see open
 	release()
-	return res.Error
+	if res.Error != nil {
+		return res.Error
+	}
+	return waitSearchable(ctx, s.ctx, s.files.top, key)
 }
 
 // open acquires the piece's shard and returns a blockstore over it, counted

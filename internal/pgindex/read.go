@@ -167,10 +167,10 @@ func (x *Index) GetAll(c cid.Cid, fn func(uint64) bool) error {
 	return nil
 }
 
-// ForEach calls f with every (multihash, offset) of the piece, in
-// multihash order, reading a page at a time.
+// ForEach calls f with every (multihash, offset) of the piece, in offset
+// order (the piece's own), reading a page at a time.
 func (x *Index) ForEach(f func(multihash.Multihash, uint64) error) error {
-	after := []byte{}
+	after := int64(-1)
 	for {
 		var mhs [][]byte
 		var offs []int64
@@ -200,7 +200,7 @@ func (x *Index) ForEach(f func(multihash.Multihash, uint64) error) error {
 		if len(mhs) < pageSize {
 			return nil
 		}
-		after = mhs[len(mhs)-1]
+		after = offs[len(offs)-1]
 	}
 }
 

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/filecoin-project/dagstore/index"
 	"github.com/filecoin-project/dagstore/shard"
 	carindex "github.com/ipld/go-car/v2/index"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/multiformats/go-multihash"
 )
 
@@ -87,12 +89,32 @@ func (r *Repo) beginHolding(ctx context.Context, key shard.Key) (int64, error) {
 // writeEntries inserts the entries in batches of r.batch; two batches are
 // in flight at once, on two connections, so the server works while the
 // next batch is encoded and sent.
+//
+// A batch goes in by COPY, the cheapest bulk write, while the piece has no
+// entries yet. A COPY that meets an entry already there (another node
+// indexing the piece at once, or what an interrupted write left) writes
+// nothing and fails whole: that batch and every later one go in by INSERT
+// ... ON CONFLICT DO NOTHING instead.
 func (r *Repo) writeEntries(id int64, it carindex.IterableIndex) error {
 	ctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
 	type batch struct {
 		mhs  [][]byte
 		offs []int64
+	}
+	var conflicted atomic.Bool
+	write := func(ctx context.Context, b batch) error {
+		if !conflicted.Load() {
+			_, err := r.pool.CopyFrom(ctx, r.q.entriesTable, []string{"mh", "piece_id", "off"},
+				pgx.CopyFromSlice(len(b.mhs), func(i int) ([]any, error) { return []any{b.mhs[i], id, b.offs[i]}, nil }))
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique violation
+				return err
+			}
+			conflicted.Store(true)
+		}
+		_, err := r.pool.Exec(ctx, r.q.insertEntries, id, b.mhs, b.offs)
+		return err
 	}
 	work := make(chan batch)
 	errs := make(chan error, 2)
@@ -103,10 +125,7 @@ func (r *Repo) writeEntries(id int64, it carindex.IterableIndex) error {
 				if err != nil {
 					continue // drain
 				}
-				err = r.call(ctx, func(ctx context.Context) error {
-					_, err := r.pool.Exec(ctx, r.q.insertEntries, id, b.mhs, b.offs)
-					return err
-				})
+				err = r.call(ctx, func(ctx context.Context) error { return write(ctx, b) })
 				if err != nil {
 					cancel()
 				}

@@ -60,10 +60,7 @@ func pieces(b *testing.B) (big, small cargen.Piece) {
 
 // serve makes the fake API serve a generated piece from its file.
 func serve(a *fakeAPI, p cargen.Piece) {
-	a.mu.Lock()
-	a.pieces[p.CID] = p.Path
-	a.sizes[p.CID] = uint64(p.Size)
-	a.mu.Unlock()
+	a.files.Add(p.CID, p.Path, uint64(p.Size))
 }
 
 func benchCases(b *testing.B, fn func(b *testing.B, p cargen.Piece)) {

@@ -59,7 +59,7 @@ func TestTruncatedIndexFailsNamingItAndRecovers(t *testing.T) {
 	if err := w.RecoverShard(ctx, pc); err != nil && !errors.Is(err, ErrShardNotErrored) {
 		t.Fatal(err)
 	}
-	assertServes(t, w, pc, mustPath(t, api, pc))
+	assertServes(t, w, pc, api.piecePath(t, pc))
 }
 
 // Pins issue 9 item 3: destroy removes the record and the index file even
@@ -114,17 +114,6 @@ func TestDestroyWithUnreadableIndex(t *testing.T) {
 	if info, _ := w.ShardInfo(pc); info.State != dagstore.ShardStateAvailable && info.State != dagstore.ShardStateServing {
 		t.Fatalf("re-registered shard is %s", StateName(info.State))
 	}
-}
-
-func mustPath(t *testing.T, a *fakeAPI, pc interface{ String() string }) string {
-	t.Helper()
-	for c, p := range a.pieces {
-		if c.String() == pc.String() {
-			return p
-		}
-	}
-	t.Fatalf("no piece %s", pc)
-	return ""
 }
 
 // The index repo lists its indexes while others are written and renamed

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spstack/dagwrap/internal/cargen"
+	"github.com/spstack/dagwrap/internal/testkit"
 
 	"github.com/filecoin-project/dagstore/mount"
 	blocks "github.com/ipfs/go-block-format"
@@ -23,9 +24,10 @@ import (
 type fakeAPI struct {
 	random bool // readers support ReadAt and Seek
 
+	// files are the pieces served, with their sizes as the deal says,
+	// whatever the files hold now (the test kit's table of pieces).
+	files  testkit.Files
 	mu     sync.Mutex
-	pieces map[cid.Cid]string
-	sizes  map[cid.Cid]uint64 // as the deal says, whatever the file holds now
 	sealed map[cid.Cid]bool
 
 	startCalls atomic.Int32
@@ -148,7 +150,7 @@ func await(t testing.TB, what string, ch <-chan struct{}) {
 func (g *gauge) peak() int { g.mu.Lock(); defer g.mu.Unlock(); return g.max }
 
 func newFakeAPI(random bool) *fakeAPI {
-	return &fakeAPI{random: random, pieces: map[cid.Cid]string{}, sizes: map[cid.Cid]uint64{}, sealed: map[cid.Cid]bool{}}
+	return &fakeAPI{random: random, sealed: map[cid.Cid]bool{}}
 }
 
 func (a *fakeAPI) RandomAccess() bool { return a.random }
@@ -162,13 +164,21 @@ func (a *fakeAPI) Start(ctx context.Context) error {
 }
 
 func (a *fakeAPI) path(pc cid.Cid) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	p, ok := a.pieces[pc]
-	if !ok {
+	p, _, err := a.files.Path(pc)
+	if err != nil {
 		return "", errors.New("no such piece")
 	}
 	return p, nil
+}
+
+// piecePath is the file the API serves as pc.
+func (a *fakeAPI) piecePath(t testing.TB, pc cid.Cid) string {
+	t.Helper()
+	p, err := a.path(pc)
+	if err != nil {
+		t.Fatalf("piece %s: %v", pc, err)
+	}
+	return p
 }
 
 func (a *fakeAPI) IsUnsealed(ctx context.Context, pc cid.Cid) (bool, error) {
@@ -189,12 +199,11 @@ func (a *fakeAPI) GetUnpaddedCARSize(ctx context.Context, pc cid.Cid) (uint64, e
 	if err := a.hook(ctx, "GetUnpaddedCARSize", pc); err != nil {
 		return 0, err
 	}
-	if _, err := a.path(pc); err != nil {
-		return 0, err
+	_, size, err := a.files.Path(pc)
+	if err != nil {
+		return 0, errors.New("no such piece")
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.sizes[pc], nil
+	return size, nil
 }
 
 func (a *fakeAPI) FetchUnsealedPiece(ctx context.Context, pc cid.Cid) (mount.Reader, error) {
@@ -262,10 +271,7 @@ func (a *fakeAPI) addPiece(t testing.TB, src string) cid.Cid {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.mu.Lock()
-	a.pieces[pc] = p
-	a.sizes[pc] = uint64(len(b))
-	a.mu.Unlock()
+	a.files.Add(pc, p, uint64(len(b)))
 	return pc
 }
 

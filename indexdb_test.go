@@ -108,8 +108,8 @@ func TestTwoWrappersOneDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	blkShared := carBlocks(t, api.pieces[shared])[5].Cid()
-	blkB := carBlocks(t, api.pieces[onlyB])[3].Cid()
+	blkShared := carBlocks(t, api.piecePath(t, shared))[5].Cid()
+	blkB := carBlocks(t, api.piecePath(t, onlyB))[3].Cid()
 	if got := lookupPieces(t, a, blkB); !slices.Equal(got, []cid.Cid{onlyB}) {
 		t.Fatalf("a's lookup of b's block = %v; want %v", got, onlyB)
 	}
@@ -121,7 +121,7 @@ func TestTwoWrappersOneDirectory(t *testing.T) {
 			t.Fatalf("index files under %s: %v", root, ents)
 		}
 	}
-	if err := readAll(t, a, testPiece{pc: shared, path: api.pieces[shared]}); err != nil {
+	if err := readAll(t, a, testPiece{pc: shared, path: api.piecePath(t, shared)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.DestroyShardSync(ctx, shared); err != nil {
@@ -130,7 +130,7 @@ func TestTwoWrappersOneDirectory(t *testing.T) {
 	if got := lookupPieces(t, a, blkShared); !slices.Equal(got, []cid.Cid{shared}) {
 		t.Fatalf("after a's destroy: lookup = %v; want b's %v", got, shared)
 	}
-	if err := readAll(t, b, testPiece{pc: shared, path: api.pieces[shared]}); err != nil {
+	if err := readAll(t, b, testPiece{pc: shared, path: api.piecePath(t, shared)}); err != nil {
 		t.Fatalf("b's piece after a's destroy: %v", err)
 	}
 	if err := b.DestroyShardSync(ctx, shared); err != nil {
@@ -252,8 +252,8 @@ func TestIndexDBDownMidRun(t *testing.T) {
 	if err := w.RegisterShardSync(ctx, before, "", true); err != nil {
 		t.Fatal(err)
 	}
-	blkBefore := carBlocks(t, api.pieces[before])[2].Cid()
-	blkDuring := carBlocks(t, api.pieces[during])[2].Cid()
+	blkBefore := carBlocks(t, api.piecePath(t, before))[2].Cid()
+	blkDuring := carBlocks(t, api.piecePath(t, during))[2].Cid()
 
 	proxy.down()
 	err = w.RegisterShardSync(ctx, during, "", true)
@@ -278,7 +278,7 @@ func TestIndexDBDownMidRun(t *testing.T) {
 	if err := w.RecoverShard(ctx, during); err != nil {
 		t.Fatalf("recovery after the database returned: %v", err)
 	}
-	if err := readAll(t, w, testPiece{pc: during, path: api.pieces[during]}); err != nil {
+	if err := readAll(t, w, testPiece{pc: during, path: api.piecePath(t, during)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := lookupPieces(t, w, blkDuring); !slices.Equal(got, []cid.Cid{during}) {

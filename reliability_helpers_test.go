@@ -51,10 +51,7 @@ func (a *fakeAPI) servePath(t testing.TB, path string) cid.Cid {
 		t.Fatal(err)
 	}
 	pc := pieceCID(t, b)
-	a.mu.Lock()
-	a.pieces[pc] = path
-	a.sizes[pc] = uint64(len(b))
-	a.mu.Unlock()
+	a.files.Add(pc, path, uint64(len(b)))
 	return pc
 }
 

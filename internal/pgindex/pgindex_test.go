@@ -355,3 +355,72 @@ func TestCloseStopsCalls(t *testing.T) {
 		t.Fatal("a lookup after Close succeeded")
 	}
 }
+
+// indexesOf lists the indexes of schema's entries table.
+func indexesOf(t testing.TB, dsn, schema string) []string {
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(),
+		`SELECT indexname FROM pg_catalog.pg_indexes WHERE schemaname = $1 AND tablename = 'entries' ORDER BY indexname`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// A schema at version 1 (the (piece_id, mh) index, its entries written by
+// that version) is upgraded at Start: the index is replaced by (piece_id,
+// off), and the entries written before still list, look up and drop. A
+// schema created at version 2 never had the old index.
+func TestSchemaUpgradeFromVersion1(t *testing.T) {
+	dsn, schema := testDSN(t), testSchema(t)
+	s := pgx.Identifier{schema}.Sanitize()
+	sqlExec(t, dsn, `CREATE SCHEMA `+s)
+	sqlExec(t, dsn, `CREATE TABLE `+s+`.version (version INT PRIMARY KEY)`)
+	for _, stmt := range migrations(s)[0] {
+		sqlExec(t, dsn, stmt)
+	}
+	sqlExec(t, dsn, `CREATE INDEX entries_piece ON `+s+`.entries (piece_id, mh)`)
+	sqlExec(t, dsn, `INSERT INTO `+s+`.version VALUES (1)`)
+	old, err := Open(dsn, Options{NodeID: "a", Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	p := makePiece(t, 9, 300)
+	// Entries as version 1 wrote them: by INSERT, the old index in place.
+	old.q.entriesTable = pgx.Identifier{"no such schema", "entries"} // no COPY
+	if err := old.AddFullIndex(p.key, p.idx); err != nil {
+		t.Fatal(err)
+	}
+	a := openNode(t, dsn, schema, "a") // Ensure upgrades
+	if got := indexesOf(t, dsn, schema); !slices.Equal(got, []string{"entries_piece_off", "entries_pkey"}) {
+		t.Fatalf("indexes after the upgrade: %v", got)
+	}
+	if v, err := a.version(context.Background()); err != nil || v != 2 {
+		t.Fatalf("version after the upgrade: %d %v", v, err)
+	}
+	idx, err := a.GetFullIndex(p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := idx.(carindex.IterableIndex).ForEach(func(multihash.Multihash, uint64) error { n++; return nil }); err != nil || n != len(p.blocks) {
+		t.Fatalf("entries listed after the upgrade: %d %v, want %d", n, err, len(p.blocks))
+	}
+	if got := lookup(t, a, p.blocks[7]); !slices.Equal(got, []shard.Key{p.key}) {
+		t.Fatalf("lookup after the upgrade: %v", got)
+	}
+	fresh := testSchema(t)
+	openNode(t, dsn, fresh, "b")
+	if got := indexesOf(t, dsn, fresh); !slices.Equal(got, []string{"entries_piece_off", "entries_pkey"}) {
+		t.Fatalf("indexes of a new schema: %v", got)
+	}
+}

@@ -26,8 +26,8 @@ func migrations(s string) [][]string {
 			piece_id BIGINT NOT NULL,
 			off BIGINT NOT NULL,
 			PRIMARY KEY (mh, piece_id))`,
-		// A piece's entries, for iterating and deleting them.
-		`CREATE INDEX IF NOT EXISTS entries_piece ON ` + s + `.entries (piece_id, mh)`,
+		// Version 1 also indexed (piece_id, mh) as entries_piece; version 2
+		// replaces it (see dropOldIndex), so new schemas never build it.
 		`CREATE TABLE IF NOT EXISTS ` + s + `.holdings (
 			piece_id BIGINT NOT NULL,
 			node TEXT NOT NULL,
@@ -42,7 +42,6 @@ func migrations(s string) [][]string {
 		// one is cheaper to maintain. A piece's offsets are unique (one
 		// entry per block, at its section's offset).
 		`CREATE INDEX IF NOT EXISTS entries_piece_off ON ` + s + `.entries (piece_id, off)`,
-		`DROP INDEX IF EXISTS ` + s + `.entries_piece`,
 	}}
 }
 
@@ -88,11 +87,29 @@ func (r *Repo) ensure(ctx context.Context) error {
 				return fmt.Errorf("upgrade to version %d: %w", v, err)
 			}
 		}
+		if v == 2 {
+			if err := r.dropOldIndex(ctx); err != nil {
+				return fmt.Errorf("upgrade to version %d: %w", v, err)
+			}
+		}
 		if _, err := r.pool.Exec(ctx, `INSERT INTO `+s+`.version (version) VALUES ($1) ON CONFLICT DO NOTHING`, v); err != nil {
 			return fmt.Errorf("upgrade to version %d: %w", v, err)
 		}
 	}
 	return nil
+}
+
+// dropOldIndex drops version 1's (piece_id, mh) index where a version 1
+// schema built it. It is looked up first, so that a schema created at
+// version 2 never runs the DROP, whose index-name syntax engines differ on.
+func (r *Repo) dropOldIndex(ctx context.Context) error {
+	var n int
+	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname = $1 AND indexname = 'entries_piece'`,
+		r.q.schemaName).Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	_, err := r.pool.Exec(ctx, `DROP INDEX IF EXISTS `+r.q.schema+`.entries_piece`)
+	return err
 }
 
 func (r *Repo) version(ctx context.Context) (int, error) {
@@ -122,6 +139,7 @@ func catalogRace(err error) bool {
 // queries holds the statements, with the schema name quoted in.
 type queries struct {
 	schema                   string
+	schemaName               string         // unquoted, for the catalog
 	entriesTable             pgx.Identifier // for COPY
 	insertPiece, lockPiece   string
 	insertHolding, complete  string
@@ -139,6 +157,7 @@ func newQueries(schema string) queries {
 	s := pgx.Identifier{schema}.Sanitize()
 	return queries{
 		schema:        s,
+		schemaName:    schema,
 		entriesTable:  pgx.Identifier{schema, "entries"},
 		insertPiece:   `INSERT INTO ` + s + `.pieces (piece) VALUES ($1) ON CONFLICT (piece) DO NOTHING`,
 		lockPiece:     `SELECT id FROM ` + s + `.pieces WHERE piece = $1 FOR UPDATE`,

@@ -94,7 +94,9 @@ func (r *Repo) beginHolding(ctx context.Context, key shard.Key) (int64, error) {
 // entries yet. A COPY that meets an entry already there (another node
 // indexing the piece at once, or what an interrupted write left) writes
 // nothing and fails whole: that batch and every later one go in by INSERT
-// ... ON CONFLICT DO NOTHING instead.
+// ... ON CONFLICT DO NOTHING instead. So do they after any other refusal
+// of the COPY by the server (an engine without binary COPY, say): the
+// INSERT then says whether the rows can be written at all.
 func (r *Repo) writeEntries(id int64, it carindex.IterableIndex) error {
 	ctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
@@ -108,10 +110,10 @@ func (r *Repo) writeEntries(id int64, it carindex.IterableIndex) error {
 			_, err := r.pool.CopyFrom(ctx, r.q.entriesTable, []string{"mh", "piece_id", "off"},
 				pgx.CopyFromSlice(len(b.mhs), func(i int) ([]any, error) { return []any{b.mhs[i], id, b.offs[i]}, nil }))
 			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique violation
-				return err
+			if err == nil || !errors.As(err, &pgErr) || retryable(err) {
+				return err // done, or the connection broke: the call retries the COPY
 			}
-			conflicted.Store(true)
+			conflicted.Store(true) // a unique violation (23505) or another refusal
 		}
 		_, err := r.pool.Exec(ctx, r.q.insertEntries, id, b.mhs, b.offs)
 		return err

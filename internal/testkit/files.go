@@ -1,7 +1,7 @@
 // Package testkit is what the examples, the fx tests, the benchmarks and
 // dagwrap-bench share, so their setups cannot drift apart: a MinerAPI that
 // serves files in place, and the go-car floor the benchmarks measure
-// against. The root package's own tests keep their fault-injecting API
+// against. The root package's own tests wrap Files in a fault-injecting API
 // (helpers_test.go).
 package testkit
 
@@ -57,7 +57,8 @@ func (f *Files) Add(pc cid.Cid, path string, size uint64) {
 	f.paths[pc], f.sizes[pc] = path, size
 }
 
-func (f *Files) path(pc cid.Cid) (string, uint64, error) {
+// Path returns the file served as pc and its size when it was served.
+func (f *Files) Path(pc cid.Cid) (string, uint64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	p, ok := f.paths[pc]
@@ -69,7 +70,7 @@ func (f *Files) path(pc cid.Cid) (string, uint64, error) {
 
 // FetchUnsealedPiece opens the piece's file.
 func (f *Files) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Reader, error) {
-	p, _, err := f.path(pc)
+	p, _, err := f.Path(pc)
 	if err != nil {
 		return nil, err
 	}
@@ -78,13 +79,13 @@ func (f *Files) FetchUnsealedPiece(_ context.Context, pc cid.Cid) (mount.Reader,
 
 // GetUnpaddedCARSize is the file's size when it was served.
 func (f *Files) GetUnpaddedCARSize(_ context.Context, pc cid.Cid) (uint64, error) {
-	_, size, err := f.path(pc)
+	_, size, err := f.Path(pc)
 	return size, err
 }
 
 // IsUnsealed is true for every piece served.
 func (f *Files) IsUnsealed(_ context.Context, pc cid.Cid) (bool, error) {
-	_, _, err := f.path(pc)
+	_, _, err := f.Path(pc)
 	return err == nil, err
 }
 

@@ -41,7 +41,6 @@ func (b background) gcEvery(interval time.Duration) {
 // It drains until the dagstore has closed: the event loop blocks on an
 // undrained trace channel, and so would Close.
 func (b background) trace(available chan<- shard.Key) {
-	defer b.s.wg.Done()
 	for {
 		select {
 		case t := <-b.s.traceCh:
@@ -84,7 +83,6 @@ func (b background) event(t dagstore.Trace, available chan<- shard.Key) {
 // never calls into the dagstore itself, so it cannot block the event loop:
 // recoverWorker queues the recoveries.
 func (b background) recoverFailures(recoverCh chan<- shard.Key, results <-chan dagstore.ShardResult, available <-chan shard.Key) {
-	defer b.s.wg.Done()
 	attempted := make(map[shard.Key]bool)
 	var queue []shard.Key
 	for {
@@ -125,7 +123,6 @@ func (b background) recoverFailures(recoverCh chan<- shard.Key, results <-chan d
 // recoverWorker asks the dagstore to recover the shards it is handed; the
 // outcomes arrive on results, which recoverFailures drains.
 func (b background) recoverWorker(keys <-chan shard.Key, results chan dagstore.ShardResult) {
-	defer b.s.wg.Done()
 	for {
 		select {
 		case k := <-keys:

@@ -300,15 +300,11 @@ func carBlocks(t testing.TB, path string) []blocks.Block {
 	return blks
 }
 
-// openWrapper opens and starts a Wrapper on root; Close runs at cleanup.
-func openWrapper(t testing.TB, root string, api MinerAPI, cfg ...Config) *Wrapper {
+// openWith opens and starts a Wrapper with options; Close runs at cleanup.
+func openWith(t testing.TB, root string, api MinerAPI, cfg Config, opts ...Option) *Wrapper {
 	t.Helper()
-	c := Config{}
-	if len(cfg) > 0 {
-		c = cfg[0]
-	}
-	c.RootDir = root
-	w, err := New(c, api)
+	cfg.RootDir = root
+	w, err := New(cfg, api, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +313,16 @@ func openWrapper(t testing.TB, root string, api MinerAPI, cfg ...Config) *Wrappe
 		t.Fatal(err)
 	}
 	return w
+}
+
+// openWrapper opens and starts a Wrapper on root; Close runs at cleanup.
+func openWrapper(t testing.TB, root string, api MinerAPI, cfg ...Config) *Wrapper {
+	t.Helper()
+	c := Config{}
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	return openWith(t, root, api, c)
 }
 
 // openFDs counts this process's open file descriptors.

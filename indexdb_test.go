@@ -66,15 +66,7 @@ func TestIndexDBUnreachableAtStart(t *testing.T) {
 // schema, at dsn.
 func pgWrapper(t testing.TB, root, dsn, schema string, api MinerAPI, opts ...Option) *Wrapper {
 	t.Helper()
-	w, err := New(Config{RootDir: root, IndexDSN: dsn}, api, append(opts, WithIndexSchema(schema))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return w
+	return openWith(t, root, api, Config{IndexDSN: dsn}, append(opts, WithIndexSchema(schema))...)
 }
 
 func lookupPieces(t testing.TB, w *Wrapper, c cid.Cid) []cid.Cid {

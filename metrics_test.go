@@ -24,21 +24,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// openWith opens and starts a Wrapper with options; Close runs at cleanup.
-func openWith(t testing.TB, root string, api MinerAPI, cfg Config, opts ...Option) *Wrapper {
-	t.Helper()
-	cfg.RootDir = root
-	w, err := New(cfg, api, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	if err := w.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
 // scrape gathers g and returns the value of the series name{labels} (label
 // pairs as "k", "v", ...): a counter's or gauge's value, a histogram's
 // sample count. ok is false when there is no such series.

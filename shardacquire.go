@@ -56,9 +56,7 @@ func (s *shards) wait(ctx context.Context, ch <-chan dagstore.ShardResult) (dags
 // up waiting: results land in ch's buffer whether or not anyone listens.
 // release ends the acquire's hold once the result is in.
 func (s *shards) closeLate(ch <-chan dagstore.ShardResult, release func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		defer release()
 		select {
 		case res := <-ch:
@@ -70,9 +68,10 @@ func (s *shards) closeLate(ch <-chan dagstore.ShardResult, release func()) {
 			default:
 			}
 		}
-	}()
+	})
 }
 
+// closeAccessor closes the accessor a result carries, if any.
 func closeAccessor(log *logging.ZapEventLogger, res dagstore.ShardResult) {
 	if res.Accessor != nil {
 		if err := res.Accessor.Close(); err != nil {
@@ -86,9 +85,7 @@ func closeAccessor(log *logging.ZapEventLogger, res dagstore.ShardResult) {
 // reader of resch never stalls the dagstore's dispatcher. observe, if not
 // nil, sees the result's error first.
 func (s *shards) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagstore.ShardResult, resch chan dagstore.ShardResult, observe func(error)) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		var res dagstore.ShardResult
 		select {
 		case res = <-ch:
@@ -109,7 +106,7 @@ func (s *shards) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagsto
 		case <-ctx.Done():
 		case <-s.dagstClosed:
 		}
-	}()
+	})
 }
 
 // initialize initialises one shard by acquiring it once (the dagstore

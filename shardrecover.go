@@ -43,9 +43,7 @@ func (s *shards) unholdLate(ch <-chan dagstore.ShardResult, n int) {
 	if n <= 0 {
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		for ; n > 0; n-- {
 			select {
 			case r := <-ch:
@@ -54,7 +52,7 @@ func (s *shards) unholdLate(ch <-chan dagstore.ShardResult, n int) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // awaitRecovery returns once no automatic recovery of k is due, queued or

@@ -36,9 +36,7 @@ func (s *shards) register(key shard.Key, mnt mount.Mount, opts dagstore.Register
 		s.records.abandon(pending)
 		return err
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		var res dagstore.ShardResult
 		select {
 		case res = <-in:
@@ -61,6 +59,6 @@ func (s *shards) register(key shard.Key, mnt mount.Mount, opts dagstore.Register
 		case out <- res:
 		case <-s.dagstClosed:
 		}
-	}()
+	})
 	return nil
 }

@@ -169,17 +169,13 @@ func (s *shards) start(ctx context.Context) error {
 	}
 	if !s.drains {
 		s.drains = true
-		s.wg.Add(4)
-		go func() {
-			defer s.wg.Done()
-			s.records.commitGroups(s.dagstClosed) // commits what is queued, then ends
-		}()
+		s.spawn(func() { s.records.commitGroups(s.dagstClosed) }) // commits what is queued, then ends
 		recoverCh, recovered := make(chan shard.Key), make(chan dagstore.ShardResult, 128)
 		available := make(chan shard.Key, 128)
 		b := background{s}
-		go b.trace(available)
-		go b.recoverFailures(recoverCh, recovered, available)
-		go b.recoverWorker(recoverCh, recovered)
+		s.spawn(func() { b.trace(available) })
+		s.spawn(func() { b.recoverFailures(recoverCh, recovered, available) })
+		s.spawn(func() { b.recoverWorker(recoverCh, recovered) })
 	}
 	if s.dagstSpent {
 		_ = s.dagst.Close() // cancels its context; none of its goroutines run

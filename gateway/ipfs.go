@@ -77,7 +77,7 @@ func (h *handler) serveRaw(ctx context.Context, w http.ResponseWriter, r *http.R
 			h.fail(w, r, fmt.Errorf("block %s: %w", c, err))
 			return
 		}
-		content = &sizeOnly{size: int64(n)}
+		content = io.NewSectionReader(unreadable{}, 0, int64(n))
 	} else {
 		blk, err := h.blocks.Get(ctx, c)
 		if err != nil {
@@ -92,29 +92,10 @@ func (h *handler) serveRaw(ctx context.Context, w http.ResponseWriter, r *http.R
 	http.ServeContent(w, r, "", time.Time{}, content)
 }
 
-// sizeOnly is content of a known size that is never read: what HEAD needs
-// from http.ServeContent without loading the block.
-type sizeOnly struct {
-	size, off int64
-}
+// unreadable is content that is never read: behind an io.SectionReader it
+// gives HEAD's http.ServeContent the block's size without loading it.
+type unreadable struct{}
 
-func (s *sizeOnly) Read([]byte) (int, error) {
+func (unreadable) ReadAt([]byte, int64) (int, error) {
 	return 0, errors.New("gateway: HEAD content is not readable")
-}
-
-func (s *sizeOnly) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += s.off
-	case io.SeekEnd:
-		offset += s.size
-	default:
-		return 0, fmt.Errorf("gateway: seek whence %d", whence)
-	}
-	if offset < 0 {
-		return 0, fmt.Errorf("gateway: seek to %d", offset)
-	}
-	s.off = offset
-	return offset, nil
 }

@@ -218,3 +218,42 @@ func shardKeys(t testing.TB, w *Wrapper) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// A destroy that came right after an eager registration was queued used to
+// find the shard still new (the dagstore had not yet begun initialising it)
+// and go ahead: the dagstore then finished the initialisation of a shard it
+// no longer had, the purge deleted the copy being made for it, and the
+// registration failed with the raw "move transient into place" error, or
+// reported success for a piece that was gone. Each round races one destroy
+// against one registration; a pending eager registration must keep the
+// shard, as an initialising one does.
+func TestDestroyRefusedWhileEagerRegistrationPending(t *testing.T) {
+	ctx := context.Background()
+	api := newFakeAPI(false) // sequential: the registration copies the piece into transients/
+	w := openWrapper(t, t.TempDir(), api)
+	for round := 0; round < 100; round++ {
+		pc := api.addPiece(t, makeCAR(t, int64(round), 20))
+		// The fetch waits until the destroy has answered, so the
+		// registration is pending throughout.
+		gate := make(chan struct{})
+		api.gate = gate
+		res := make(chan dagstore.ShardResult, 1)
+		if err := w.RegisterShard(ctx, pc, "", true, res); err != nil {
+			t.Fatal(err)
+		}
+		derr := w.DestroyShardSync(ctx, pc)
+		close(gate)
+		if r := <-res; r.Error != nil {
+			t.Fatalf("round %d: registration failed (the destroy said %v): %v", round, derr, r.Error)
+		}
+		if !errors.Is(derr, ErrShardInUse) {
+			t.Fatalf("round %d: a destroy while the eager registration was pending returned %v, want ErrShardInUse", round, derr)
+		}
+		if _, err := w.ShardInfo(pc); err != nil {
+			t.Fatalf("round %d: after the refused destroy: %v", round, err)
+		}
+		if err := w.DestroyShardSync(ctx, pc); err != nil {
+			t.Fatalf("round %d: destroy after the registration: %v", round, err)
+		}
+	}
+}

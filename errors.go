@@ -30,7 +30,7 @@ var (
 	ErrShardExists = dagstore.ErrShardExists
 
 	// ErrShardInUse is returned when destroying a shard that has open
-	// accessors or is being initialised.
+	// accessors, is being registered eagerly or initialised.
 	ErrShardInUse = errors.New("shard in use")
 
 	// ErrShardErrored is returned when initialising a shard that is

@@ -20,6 +20,10 @@ type pieceLocks struct {
 	// blockstores): the fact destroy refuses on, instead of the dagstore's
 	// "active references" error text.
 	open map[shard.Key]int
+	// registering counts each piece's eager registrations whose result has
+	// not arrived: until the dagstore begins initialising, the shard is
+	// still new, and a destroy would remove it under the initialisation.
+	registering map[shard.Key]int
 }
 
 type pieceLock struct {
@@ -109,18 +113,36 @@ func (p *pieceLocks) held(key shard.Key) bool {
 	return p.pending[key] > 0
 }
 
+// registers records an eager registration of key queued, until the
+// returned func is called once its result arrives. Call it with the piece
+// locked, right after queueing.
+func (p *pieceLocks) registers(key shard.Key) func() {
+	p.count(&p.registering, key)
+	return sync.OnceFunc(func() { p.uncount(p.registering, key) })
+}
+
+// registeringCount returns how many eager registrations of key are pending.
+func (p *pieceLocks) registeringCount(key shard.Key) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.registering[key]
+}
+
+// uncount takes one from key's entry in m, dropping it at zero.
+func (p *pieceLocks) uncount(m map[shard.Key]int, key shard.Key) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m[key]--; m[key] <= 0 {
+		delete(m, key)
+	}
+}
+
 // opened records an accessor of key handed to a caller, until the returned
 // func is called once the accessor is closed. Call it before the acquire's
 // hold ends, so destroy never sees the piece free while it is served.
 func (p *pieceLocks) opened(key shard.Key) func() {
 	p.count(&p.open, key)
-	return sync.OnceFunc(func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.open[key]--; p.open[key] <= 0 {
-			delete(p.open, key)
-		}
-	})
+	return sync.OnceFunc(func() { p.uncount(p.open, key) })
 }
 
 // openCount returns how many accessors of key callers hold.

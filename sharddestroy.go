@@ -10,8 +10,8 @@ import (
 )
 
 // destroy removes the shard, its record and everything it left on disk,
-// unless callers hold its blockstores or an acquire or recovery of it is
-// pending (ErrShardInUse). The piece lock is held throughout.
+// unless callers hold its blockstores, or an eager registration, acquire or
+// recovery of it is pending (ErrShardInUse). The piece lock is held throughout.
 func (s *shards) destroy(ctx context.Context, key shard.Key) error {
 	unlock := s.pieces.lock(key)
 	defer unlock()
@@ -43,6 +43,11 @@ func (s *shards) destroy(ctx context.Context, key shard.Key) error {
 	}
 	if n := s.pieces.openCount(key); n > 0 { // an acquire that ended in a caller's hands
 		return fmt.Errorf("%w: %d blockstores open", ErrShardInUse, n)
+	}
+	// Until the dagstore begins an eager registration's initialisation the
+	// shard is still new; refuse as for an initialising one.
+	if s.pieces.registeringCount(key) > 0 {
+		return fmt.Errorf("%w: an eager registration is pending", ErrShardInUse)
 	}
 	info, err := s.info(key)
 	if err != nil {

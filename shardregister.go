@@ -36,11 +36,17 @@ func (s *shards) register(key shard.Key, mnt mount.Mount, opts dagstore.Register
 		s.records.abandon(pending)
 		return err
 	}
+	done := func() {}
+	if !opts.LazyInitialization {
+		done = s.pieces.registers(key) // destroy refuses until the result
+	}
 	s.spawn(func() {
 		var res dagstore.ShardResult
 		select {
 		case res = <-in:
+			done()
 		case <-s.dagstClosed:
+			done()
 			return
 		}
 		// A failed eager registration was written (as new) before it

@@ -51,6 +51,9 @@ func (w *Wrapper) Start(ctx context.Context) error {
 		if err := w.shards.start(ctx); err != nil {
 			return err
 		}
+		if w.st.tli != nil {
+			w.st.tli.serveUnfinished(w.shards.known)
+		}
 		w.shards.spawn(func() { background{w.shards}.gcEvery(w.cfg.GCInterval) })
 		w.shards.spawn(func() {
 			defer close(w.reconciled)

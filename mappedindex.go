@@ -177,8 +177,21 @@ func (x *mappedIndex) Codec() multicodec.Code { return multicodec.CarMultihashIn
 
 // GetAll calls fn with every offset recorded for c's multihash, in order,
 // until fn returns false; carindex.ErrNotFound if there is none.
-func (x *mappedIndex) GetAll(c cid.Cid, fn func(uint64) bool) (err error) {
-	dec, err := multihash.Decode(c.Hash())
+func (x *mappedIndex) GetAll(c cid.Cid, fn func(uint64) bool) error {
+	return x.getMultihash(c.Hash(), fn)
+}
+
+// has reports whether the index holds mh.
+func (x *mappedIndex) has(mh multihash.Multihash) (bool, error) {
+	err := x.getMultihash(mh, func(uint64) bool { return false })
+	if errors.Is(err, carindex.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (x *mappedIndex) getMultihash(mh multihash.Multihash, fn func(uint64) bool) (err error) {
+	dec, err := multihash.Decode(mh)
 	if err != nil {
 		return err
 	}

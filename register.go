@@ -44,9 +44,10 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 }
 
 // RegisterShardSync is RegisterShard that waits for the result; with
-// eagerInit it also waits until lookups find the piece's blocks (the
-// dagstore makes the shard available first, and RegisterShard's result
-// says only that). A piece that is already registered returns an error
+// eagerInit it also waits until the piece's top-level entries are written
+// and durable, so lookups find its blocks after a crash too (lookups find
+// them from the piece's index file before; RegisterShard's result says
+// only that the shard is available). A piece that is already registered returns an error
 // wrapping ErrShardExists; one destroyed while being registered (a destroy
 // may run once the registration is queued), an error wrapping
 // ErrShardUnknown.

@@ -111,8 +111,8 @@ func (s *shards) forward(ctx context.Context, pieceCid cid.Cid, ch <-chan dagsto
 
 // initialize initialises one shard by acquiring it once (the dagstore
 // fetches and indexes a shard in state New on its first acquire), and
-// returns once lookups find its blocks: the top-level entries are written
-// after the shard is available (see RegisterShardSync).
+// returns once its top-level entries are durable: they are written after
+// the shard is available (see RegisterShardSync).
 func (s *shards) initialize(ctx context.Context, pieceCid cid.Cid) error {
 	key := shard.KeyFromCID(pieceCid)
 	info, err := s.state(key)

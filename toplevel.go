@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/filecoin-project/dagstore/index"
@@ -42,6 +43,18 @@ type topLevel struct {
 
 	// converting is set while old entries remain (either layout).
 	converting atomic.Bool
+
+	// indexes holds the shard indexes, from which lookups read the pieces
+	// whose entries are still being written (fresh); nil: none are read so.
+	indexes index.FullIndexRepo
+	fresh   freshPieces
+
+	// mu orders the start of fresh's watchers with close, which ends them.
+	mu      sync.Mutex
+	closed  bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	watches sync.WaitGroup
 }
 
 var (
@@ -68,23 +81,76 @@ func openTopLevel(dir string, old ds.Batching, log *logging.ZapEventLogger) (*to
 		_ = db.Close()
 		return nil, err
 	}
-	return &topLevel{db: db, compact: x, old: newTopIndex(old)}, nil
+	t := &topLevel{db: db, compact: x, old: newTopIndex(old)}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	return t, nil
 }
 
 func (t *topLevel) close() error {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.cancel()
+	t.watches.Wait()
 	return errors.Join(t.compact.Close(), t.db.Close())
 }
 
 // AddMultihashesForShard records the shard's multihashes in the background
 // and returns once the piece is numbered, so the dagstore makes the shard
-// available without waiting for them; the piece is reported by lookups only
-// once its entries are complete (see Wait).
+// available without waiting for them. Meanwhile lookups read the piece's
+// index file (see freshPieces), complete by then.
 func (t *topLevel) AddMultihashesForShard(ctx context.Context, it index.MultihashIterator, k shard.Key) error {
-	return t.compact.AddMultihashesForShard(ctx, it, k)
+	if err := t.compact.AddMultihashesForShard(ctx, it, k); err != nil {
+		return err
+	}
+	t.serveFresh(k)
+	return nil
 }
 
-// Wait returns once k's entries are searchable, k was removed or is unknown
-// (ds.ErrNotFound), its insert failed (its error), or ctx ended.
+// serveFresh has lookups read k's index file until its entries are
+// complete, removed or their insert fails. An index that is not
+// memory-mapped (another codec) is not read so.
+func (t *topLevel) serveFresh(k shard.Key) {
+	if t.indexes == nil || t.compact.Complete(k) || t.fresh.has(k) {
+		return
+	}
+	idx, err := t.indexes.GetFullIndex(k)
+	if err != nil {
+		return // found once its entries are written
+	}
+	mi, ok := idx.(*mappedIndex)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || !t.fresh.add(k, mi) {
+		_ = mi.Close()
+		return
+	}
+	t.watches.Add(1)
+	go func() {
+		defer t.watches.Done()
+		_ = t.compact.Wait(t.ctx, k) // complete, removed, failed, or closing
+		t.fresh.remove(k, mi)
+	}()
+}
+
+// serveUnfinished has lookups read the index files of the pieces a crash
+// left with their entries incomplete and that known reports, until the
+// reconciliation has added them again: a piece found before the crash is
+// found as soon as the Wrapper has started.
+func (t *topLevel) serveUnfinished(known func(shard.Key) bool) {
+	for _, k := range t.compact.Unfinished() {
+		if known(k) {
+			t.serveFresh(k)
+		}
+	}
+}
+
+// Wait returns once k's entries are written and durable (lookups may find
+// k before), k was removed or is unknown (ds.ErrNotFound), its insert failed
+// (its error), or ctx ended.
 func (t *topLevel) Wait(ctx context.Context, k shard.Key) error {
 	if err := t.compact.Wait(ctx, k); err != nil {
 		return fmt.Errorf("top-level index: piece %s: %w", k, err)
@@ -98,6 +164,7 @@ func (t *topLevel) GetShardsForMultihash(ctx context.Context, mh multihash.Multi
 	if err != nil && !errors.Is(err, ds.ErrNotFound) {
 		return nil, err
 	}
+	keys = t.fresh.lookup(mh, keys)
 	if t.converting.Load() {
 		more, err := t.old.GetShardsForMultihash(ctx, mh)
 		if err != nil && !errors.Is(err, ds.ErrNotFound) {
@@ -114,6 +181,7 @@ func (t *topLevel) GetShardsForMultihash(ctx context.Context, mh multihash.Multi
 // RemoveShard stops reporting k at once; its entries are reclaimed in the
 // background (by a scan when it is nil: the index is gone or unreadable).
 func (t *topLevel) RemoveShard(ctx context.Context, it index.MultihashIterator, k shard.Key) error {
+	t.fresh.remove(k, nil)
 	if err := t.compact.RemoveShard(ctx, it, k); err != nil {
 		return err
 	}

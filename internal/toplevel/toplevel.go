@@ -76,6 +76,9 @@ type Index struct {
 	kick    chan struct{} // wakes the reclaimer
 	// reclaimed is closed, and replaced, after each reclaim round.
 	reclaimed chan struct{}
+	// hold, when set, is what inserts wait for before they write (see
+	// HoldInserts).
+	hold chan struct{}
 }
 
 type piece struct {
@@ -184,10 +187,18 @@ func (x *Index) AddMultihashesForShard(_ context.Context, it index.MultihashIter
 	p := x.pieces[num]
 	ctx, stop := context.WithCancel(x.ctx)
 	p.stop = stop
+	hold := x.hold
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()
 		defer stop()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-ctx.Done():
+				return // replaced, removed or closed
+			}
+		}
 		if err := x.insert(ctx, num, it); err != nil {
 			if ctx.Err() != nil {
 				return // replaced, removed or closed
@@ -280,6 +291,39 @@ func (x *Index) Complete(k shard.Key) bool {
 	defer x.mu.Unlock()
 	num, ok := x.byKey[k]
 	return ok && x.pieces[num].state == complete
+}
+
+// HoldInserts makes the inserts that start from now on wait before they
+// write, until release is called or they are cancelled: a window in which
+// the index takes no writes, and how tests look at a piece whose entries
+// are not written yet.
+func (x *Index) HoldInserts() (release func()) {
+	ch := make(chan struct{})
+	x.mu.Lock()
+	x.hold = ch
+	x.mu.Unlock()
+	return sync.OnceFunc(func() {
+		x.mu.Lock()
+		if x.hold == ch {
+			x.hold = nil
+		}
+		x.mu.Unlock()
+		close(ch)
+	})
+}
+
+// Unfinished returns the pieces whose entries are not all recorded: being
+// added, or left so by a crash or a failed insert.
+func (x *Index) Unfinished() []shard.Key {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []shard.Key
+	for k, num := range x.byKey {
+		if x.pieces[num].state != complete {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // CompleteShards returns the pieces whose entries are all recorded.

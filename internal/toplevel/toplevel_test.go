@@ -320,3 +320,48 @@ func TestFailedInsertEndsWaits(t *testing.T) {
 		t.Fatalf("after the second add: %v", got)
 	}
 }
+
+// Inserts started while held write nothing until released; the piece is
+// unfinished, and unsearchable, until then. Close ends a held insert.
+func TestHoldInserts(t *testing.T) {
+	ctx := context.Background()
+	x, db := open(t, t.TempDir())
+	defer db.Close()
+	release := x.HoldInserts()
+	a, b := shard.KeyFromString("a"), shard.KeyFromString("b")
+	for _, k := range []shard.Key{a, b} {
+		if err := x.AddMultihashesForShard(ctx, hashes(t, 0, 100), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := x.Unfinished()
+	sort.Slice(got, func(i, j int) bool { return got[i].String() < got[j].String() })
+	if len(got) != 2 || got[0] != a || got[1] != b {
+		t.Fatalf("unfinished while held: %v, want [a b]", got)
+	}
+	if keys := lookup(t, x, hashes(t, 0, 1)[0]); len(keys) != 0 {
+		t.Fatalf("a held piece was found: %v", keys)
+	}
+	it := db.NewIterator(util.BytesPrefix([]byte{entryPrefix}), nil)
+	if it.Next() {
+		t.Fatal("a held insert wrote an entry")
+	}
+	it.Release()
+	release()
+	for _, k := range []shard.Key{a, b} {
+		if err := x.Wait(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := x.Unfinished(); len(got) != 0 {
+		t.Fatalf("unfinished after release: %v", got)
+	}
+
+	_ = x.HoldInserts() // never released: Close must still return
+	if err := x.AddMultihashesForShard(ctx, hashes(t, 100, 200), shard.KeyFromString("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -70,7 +70,7 @@ func (r *indexRepo) AddFullIndex(key shard.Key, idx carindex.Index) error {
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write index: %w", err)
 	}
-	if err := tmp.Commit(filepath.Join(r.dir, key.String()+indexSuffix)); err != nil {
+	if err := tmp.Commit(r.path(key)); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
 	return nil
@@ -82,7 +82,7 @@ func (r *indexRepo) AddFullIndex(key shard.Key, idx carindex.Index) error {
 // way. An index that cannot be read is an error naming the file, so its
 // shard fails with a cause an operator can act on (recovery rebuilds it).
 func (r *indexRepo) GetFullIndex(key shard.Key) (carindex.Index, error) {
-	path := filepath.Join(r.dir, key.String()+indexSuffix)
+	path := r.path(key)
 	idx, err := openMappedIndex(path)
 	if errors.Is(err, errNotMapped) {
 		var full carindex.Index
@@ -97,6 +97,16 @@ func (r *indexRepo) GetFullIndex(key shard.Key) (carindex.Index, error) {
 		return nil, fmt.Errorf("index %s of piece %s cannot be read: %w", path, key, err)
 	}
 	return idx, nil
+}
+
+func (r *indexRepo) path(key shard.Key) string {
+	return filepath.Join(r.dir, key.String()+indexSuffix)
+}
+
+// mapped opens key's index file from a memory map, or fails (errNotMapped
+// for an index of another codec) without decoding it.
+func (r *indexRepo) mapped(key shard.Key) (*mappedIndex, error) {
+	return openMappedIndex(r.path(key))
 }
 
 // indexFiles lists the repo's index files. The stock repo walks the folder

@@ -118,23 +118,26 @@ func (p *pieceLocks) held(key shard.Key) bool {
 // locked, right after queueing.
 func (p *pieceLocks) registers(key shard.Key) func() {
 	p.count(&p.registering, key)
-	return sync.OnceFunc(func() { p.uncount(p.registering, key) })
+	return sync.OnceFunc(func() { p.uncount(&p.registering, key) })
 }
 
 // registeringCount returns how many eager registrations of key are pending.
-func (p *pieceLocks) registeringCount(key shard.Key) int {
+func (p *pieceLocks) registeringCount(key shard.Key) int { return p.countOf(&p.registering, key) }
+
+// uncount takes one from key's entry in *m, dropping it at zero.
+func (p *pieceLocks) uncount(m *map[shard.Key]int, key shard.Key) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.registering[key]
+	if (*m)[key]--; (*m)[key] <= 0 {
+		delete(*m, key)
+	}
 }
 
-// uncount takes one from key's entry in m, dropping it at zero.
-func (p *pieceLocks) uncount(m map[shard.Key]int, key shard.Key) {
+// countOf returns key's entry in *m.
+func (p *pieceLocks) countOf(m *map[shard.Key]int, key shard.Key) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if m[key]--; m[key] <= 0 {
-		delete(m, key)
-	}
+	return (*m)[key]
 }
 
 // opened records an accessor of key handed to a caller, until the returned
@@ -142,12 +145,8 @@ func (p *pieceLocks) uncount(m map[shard.Key]int, key shard.Key) {
 // hold ends, so destroy never sees the piece free while it is served.
 func (p *pieceLocks) opened(key shard.Key) func() {
 	p.count(&p.open, key)
-	return sync.OnceFunc(func() { p.uncount(p.open, key) })
+	return sync.OnceFunc(func() { p.uncount(&p.open, key) })
 }
 
 // openCount returns how many accessors of key callers hold.
-func (p *pieceLocks) openCount(key shard.Key) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.open[key]
-}
+func (p *pieceLocks) openCount(key shard.Key) int { return p.countOf(&p.open, key) }

@@ -51,7 +51,7 @@ func (st *stores) open(ctx context.Context, cfg Config, o options, m *metrics) (
 		if st.tli, err = openTopLevel(topLevelPath(cfg.RootDir), st.store, st.log); err != nil {
 			return err
 		}
-		if r, ok := st.irepo.(*indexRepo); ok { // its indexes are memory-mapped
+		if r, ok := st.irepo.(*indexRepo); ok { // its indexes can be memory-mapped
 			st.tli.indexes = r
 		}
 		st.top = st.tli

@@ -46,7 +46,7 @@ type topLevel struct {
 
 	// indexes holds the shard indexes, from which lookups read the pieces
 	// whose entries are still being written (fresh); nil: none are read so.
-	indexes index.FullIndexRepo
+	indexes *indexRepo
 	fresh   freshPieces
 
 	// mu orders the start of fresh's watchers with close, which ends them.
@@ -108,19 +108,15 @@ func (t *topLevel) AddMultihashesForShard(ctx context.Context, it index.Multihas
 }
 
 // serveFresh has lookups read k's index file until its entries are
-// complete, removed or their insert fails. An index that is not
-// memory-mapped (another codec) is not read so.
+// complete, removed or their insert fails. An index of another codec than
+// the one mappedIndex reads is not read so.
 func (t *topLevel) serveFresh(k shard.Key) {
 	if t.indexes == nil || t.compact.Complete(k) || t.fresh.has(k) {
 		return
 	}
-	idx, err := t.indexes.GetFullIndex(k)
+	mi, err := t.indexes.mapped(k)
 	if err != nil {
-		return // found once its entries are written
-	}
-	mi, ok := idx.(*mappedIndex)
-	if !ok {
-		return
+		return // another codec, or unreadable: found once its entries are written
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

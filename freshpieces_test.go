@@ -3,6 +3,7 @@ package dagwrap
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/filecoin-project/dagstore"
@@ -128,4 +129,49 @@ func TestLookupsFindAnUnfinishedPieceRightAfterStart(t *testing.T) {
 		t.Fatal("the reconciliation did not write the piece's entries")
 	}
 	findsOnly(t, w2, pc, cidsOf(t, path))
+}
+
+// A fresh piece whose index file is cut short in place (the mapped pages
+// fault) is passed over by lookups, which go on answering for the others;
+// once its entries are written it is found through them.
+func TestLookupsPassOverAFreshPieceWhoseIndexFileIsCutShort(t *testing.T) {
+	skipOnPG(t, "cuts the index file under the root")
+	ctx := context.Background()
+	root := t.TempDir()
+	api := newFakeAPI(true)
+	path := makeCAR(t, 4, 300) // an index of several pages
+	pc := api.addPiece(t, path)
+	other := makeCAR(t, 5, 20)
+	pc2 := api.addPiece(t, other)
+	w := openWrapper(t, root, api)
+	if err := w.RegisterShardSync(ctx, pc2, "", true); err != nil {
+		t.Fatal(err)
+	}
+	release := w.st.tli.compact.HoldInserts()
+	defer release()
+	res := make(chan dagstore.ShardResult, 1)
+	if err := w.RegisterShard(ctx, pc, "", true, res); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-res; r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	if !w.st.tli.fresh.has(shard.KeyFromCID(pc)) {
+		t.Fatal("the piece is not read from its index file")
+	}
+	if err := os.Truncate(w.st.tli.indexes.path(shard.KeyFromCID(pc)), 100); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cidsOf(t, path) {
+		if got, err := w.GetPiecesContainingBlock(c); !errors.Is(err, ErrBlockNotFound) {
+			t.Fatalf("block %s of a piece whose index file is cut short: lookup gave %v, %v; want ErrBlockNotFound", c, got, err)
+		}
+	}
+	findsOnly(t, w, pc2, cidsOf(t, other))
+
+	release()
+	if err := w.st.tli.Wait(ctx, shard.KeyFromCID(pc)); err != nil {
+		t.Fatal(err)
+	}
+	findsOnly(t, w, pc, cidsOf(t, path))
 }

@@ -47,8 +47,8 @@ func (w *Wrapper) RegisterShard(ctx context.Context, pieceCid cid.Cid, carPath s
 // eagerInit it also waits until the piece's top-level entries are written
 // and durable, so lookups find its blocks after a crash too (lookups find
 // them from the piece's index file before; RegisterShard's result says
-// only that the shard is available). A piece that is already registered returns an error
-// wrapping ErrShardExists; one destroyed while being registered (a destroy
+// only that the shard is available). A piece that is already registered
+// returns an error wrapping ErrShardExists; one destroyed while being registered (a destroy
 // may run once the registration is queued), an error wrapping
 // ErrShardUnknown.
 func (w *Wrapper) RegisterShardSync(ctx context.Context, pieceCid cid.Cid, carPath string, eagerInit bool) error {

@@ -1,8 +1,8 @@
 // The shard-state owner: the only code in dagwrap that calls the dagstore,
 // and the only owner of dagwrap's own per-shard state (per-piece locks,
-// pending acquires and recoveries, open blockstores, releases in flight,
-// failures not yet recorded, records that cannot be restored). Everything
-// else asks it.
+// pending eager registrations, acquires and recoveries, open blockstores,
+// releases in flight, failures not yet recorded, records that cannot be
+// restored). Everything else asks it.
 //
 // Lock order (take left before right, never the reverse):
 //
@@ -30,6 +30,10 @@
 //     waits for pending acquires and recoveries (pieces.hold) and the
 //     records drop late writes (records.forget): TestDestroyRemovesEverything,
 //     TestCancelledLoadLeaksNothing.
+//   - A destroy queued right after an eager registration finds the shard
+//     still new (its initialisation is queued, not begun) and removes it
+//     under the initialisation: destroy refuses while one is pending
+//     (pieces.registers): TestDestroyRefusedWhileEagerRegistrationPending.
 //   - "Active references" is only an error string: the owner counts the
 //     blockstores it hands out (pieces.opened) and the acquires it queued
 //     (pieces.hold): TestDestroyRemovesEverything, TestCancelledLoadLeaksNothing.
